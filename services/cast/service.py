@@ -1,0 +1,112 @@
+"""Use cases of the cast service. Each one is one transaction; errors are domain errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from services.cast.domain import BATCH_MAX, UPDATABLE_FIELDS, Cast, CastFields, check_fields
+from services.cast.repository import CastUnitOfWork
+from services.common import pagination
+from services.common.errors import NotFound, Violations
+from services.common.ids import new_id
+from services.common.masks import resolve_update_mask
+
+UnitOfWorkFactory = Callable[..., CastUnitOfWork]
+Clock = Callable[[], dt.datetime]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class CastPage:
+    casts: list[Cast]
+    next_page_token: str
+
+
+def _check_id(cast_id: str, field: str = "id") -> None:
+    violations = Violations()
+    if not cast_id.strip():
+        violations.add(field, "is required")
+    violations.raise_if_any()
+
+
+class CastService:
+    """Create, read, change and delete cast members."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock = _utc_now) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def create_cast(self, fields: CastFields) -> Cast:
+        violations = Violations()
+        clean = check_fields(fields, "cast", violations)
+        violations.raise_if_any()
+        now = self._clock()
+        cast = Cast(new_id(), clean.name, clean.nationality, now, now)
+        with self._uow() as uow:
+            uow.casts.add(cast)
+            uow.commit()
+        return cast
+
+    def get_cast(self, cast_id: str) -> Cast:
+        _check_id(cast_id)
+        with self._uow(read_only=True) as uow:
+            cast = uow.casts.get(cast_id)
+        if cast is None:
+            raise NotFound("cast", cast_id)
+        return cast
+
+    def list_casts(self, page_size: int, page_token: str) -> CastPage:
+        size = pagination.page_size(page_size)
+        after = pagination.decode_token(page_token, {})
+        with self._uow(read_only=True) as uow:
+            casts = uow.casts.list_page(after, size + 1)
+        more = len(casts) > size
+        casts = casts[:size]
+        token = pagination.encode_token(casts[-1].id, {}) if more else ""
+        return CastPage(casts, token)
+
+    def update_cast(
+        self, cast_id: str, fields: CastFields, mask: Sequence[str], populated: Sequence[str]
+    ) -> Cast:
+        _check_id(cast_id, "cast.id")
+        paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
+        violations = Violations()
+        clean = check_fields(fields, "cast", violations, only=paths)
+        violations.raise_if_any()
+        with self._uow() as uow:
+            current = uow.casts.get(cast_id)
+            if current is None:
+                raise NotFound("cast", cast_id)
+            changes: dict[str, object] = {p: getattr(clean, p) for p in paths}
+            updated = dataclasses.replace(current, **changes, update_time=self._clock())
+            uow.casts.save(updated)
+            uow.commit()
+        return updated
+
+    def delete_cast(self, cast_id: str) -> None:
+        _check_id(cast_id)
+        with self._uow() as uow:
+            if not uow.casts.delete(cast_id):
+                raise NotFound("cast", cast_id)
+            uow.commit()
+
+    def batch_get_casts(self, cast_ids: Sequence[str]) -> list[Cast]:
+        """The casts that exist among ``cast_ids``, in request order, each once."""
+        violations = Violations()
+        if len(cast_ids) > BATCH_MAX:
+            violations.add("ids", f"at most {BATCH_MAX} ids per call")
+        for index, cast_id in enumerate(cast_ids):
+            if not cast_id.strip():
+                violations.add(f"ids[{index}]", "must not be empty")
+        violations.raise_if_any()
+        if not cast_ids:
+            return []
+        with self._uow(read_only=True) as uow:
+            found = {c.id: c for c in uow.casts.get_many(cast_ids)}
+        return [found[i] for i in dict.fromkeys(cast_ids) if i in found]

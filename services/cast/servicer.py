@@ -1,0 +1,83 @@
+"""gRPC servicer of cinema.v1.CastService: proto -> domain -> proto, nothing else.
+
+Use cases are blocking (SQLAlchemy), so each runs in the server's worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from cinema.v1 import cast_pb2, cast_pb2_grpc
+
+from services.cast.domain import Cast, CastFields
+from services.cast.service import CastService
+from services.common.wire import populated_fields, timestamp
+
+
+def cast_to_proto(cast: Cast) -> cast_pb2.Cast:
+    message = cast_pb2.Cast(
+        id=cast.id,
+        name=cast.name,
+        create_time=timestamp(cast.create_time),
+        update_time=timestamp(cast.update_time),
+    )
+    if cast.nationality is not None:
+        message.nationality = cast.nationality
+    return message
+
+
+def _fields(message: cast_pb2.Cast) -> CastFields:
+    nationality = message.nationality if message.HasField("nationality") else None
+    return CastFields(name=message.name, nationality=nationality)
+
+
+class CastServicer(cast_pb2_grpc.CastServiceServicer):
+    def __init__(self, service: CastService) -> None:
+        self._service = service
+
+    async def CreateCast(
+        self, request: cast_pb2.CreateCastRequest, context: grpc.aio.ServicerContext
+    ) -> cast_pb2.CreateCastResponse:
+        cast = await asyncio.to_thread(self._service.create_cast, _fields(request.cast))
+        return cast_pb2.CreateCastResponse(cast=cast_to_proto(cast))
+
+    async def GetCast(
+        self, request: cast_pb2.GetCastRequest, context: grpc.aio.ServicerContext
+    ) -> cast_pb2.GetCastResponse:
+        cast = await asyncio.to_thread(self._service.get_cast, request.id)
+        return cast_pb2.GetCastResponse(cast=cast_to_proto(cast))
+
+    async def ListCasts(
+        self, request: cast_pb2.ListCastsRequest, context: grpc.aio.ServicerContext
+    ) -> cast_pb2.ListCastsResponse:
+        page = await asyncio.to_thread(
+            self._service.list_casts, request.page_size, request.page_token
+        )
+        return cast_pb2.ListCastsResponse(
+            casts=[cast_to_proto(c) for c in page.casts], next_page_token=page.next_page_token
+        )
+
+    async def UpdateCast(
+        self, request: cast_pb2.UpdateCastRequest, context: grpc.aio.ServicerContext
+    ) -> cast_pb2.UpdateCastResponse:
+        cast = await asyncio.to_thread(
+            self._service.update_cast,
+            request.cast.id,
+            _fields(request.cast),
+            list(request.update_mask.paths),
+            populated_fields(request.cast),
+        )
+        return cast_pb2.UpdateCastResponse(cast=cast_to_proto(cast))
+
+    async def DeleteCast(
+        self, request: cast_pb2.DeleteCastRequest, context: grpc.aio.ServicerContext
+    ) -> cast_pb2.DeleteCastResponse:
+        await asyncio.to_thread(self._service.delete_cast, request.id)
+        return cast_pb2.DeleteCastResponse()
+
+    async def BatchGetCasts(
+        self, request: cast_pb2.BatchGetCastsRequest, context: grpc.aio.ServicerContext
+    ) -> cast_pb2.BatchGetCastsResponse:
+        casts = await asyncio.to_thread(self._service.batch_get_casts, list(request.ids))
+        return cast_pb2.BatchGetCastsResponse(casts=[cast_to_proto(c) for c in casts])

@@ -1,0 +1,77 @@
+"""What a use case knows about the call it serves: who asks, and by when it must answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from services.common.errors import DeadlineExceeded, PermissionDenied, Unauthenticated
+
+
+class Role(StrEnum):
+    """What a principal may do; the values are the ``role`` claim of an access token."""
+
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: the subject of a verified access token."""
+
+    subject: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An absolute point on the monotonic clock by which the caller wants an answer.
+
+    Outbound calls take their timeout from it, so a peer never works on a request that
+    its caller has already given up on.
+    """
+
+    expires_at: float | None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        return cls(None if seconds is None else time.monotonic() + seconds)
+
+    def remaining(self) -> float | None:
+        return None if self.expires_at is None else self.expires_at - time.monotonic()
+
+    def timeout(self, ceiling: float) -> float:
+        """Seconds an outbound call may take: what is left, at most ``ceiling``."""
+        left = self.remaining()
+        if left is None:
+            return ceiling
+        if left <= 0:
+            raise DeadlineExceeded("the caller's deadline has passed")
+        return min(left, ceiling)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """The caller (``None`` when anonymous), its raw bearer token for calls made on its
+    behalf, and its deadline."""
+
+    principal: Principal | None = None
+    bearer_token: str | None = field(default=None, repr=False)
+    deadline: Deadline = field(default_factory=lambda: Deadline(None))
+
+    def require_principal(self) -> Principal:
+        if self.principal is None:
+            raise Unauthenticated("this call needs an access token")
+        return self.principal
+
+    def require_self_or_admin(self, user_id: str) -> Principal:
+        """The principal, when it is ``user_id`` itself or an admin."""
+        principal = self.require_principal()
+        if not principal.is_admin and principal.subject != user_id:
+            raise PermissionDenied("only the account owner or an admin may do this")
+        return principal

@@ -1,0 +1,134 @@
+"""Engines, sessions and the unit of work: one use case, one transaction.
+
+PostgreSQL (psycopg2) in production; one SQLite file per service as the embedded default.
+SQLite write transactions start with ``BEGIN IMMEDIATE`` so that replicas sharing a file
+queue on the busy timeout instead of failing when a reader upgrades to a writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+_READ_ONLY = "cinema_read_only"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for ``url`` with the pool and pragmas Cinema relies on."""
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def ping(engine: Engine) -> bool:
+    """Whether the database answers ``SELECT 1`` right now."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except exc.SQLAlchemyError as error:
+        logger.warning("database does not answer: %s", error.__class__.__name__)
+        return False
+
+
+class SessionFactories:
+    """Sessions for writing and for reading (reads never take SQLite's write lock)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.write = sessionmaker(engine, expire_on_commit=False)
+        self.read = sessionmaker(
+            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
+
+
+class SqlAlchemyUnitOfWork:
+    """One transaction around one use case: commit on :meth:`commit`, else roll back.
+
+    Subclasses expose their repositories, built in :meth:`_bind` from the session.
+    Database connectivity errors surface as :class:`Unavailable`.
+    """
+
+    session: Session
+
+    def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
+        self._factory: Callable[[], Session] = sessions.read if read_only else sessions.write
+
+    def _bind(self, session: Session) -> None:  # pragma: no cover - overridden
+        """Create the repositories on ``session``."""
+
+    def __enter__(self) -> Self:
+        self.session = self._factory()
+        self._bind(self.session)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            self.session.rollback()
+        finally:
+            self.session.close()
+        if isinstance(exc_value, exc.OperationalError | exc.InterfaceError) and (
+            exc_value.connection_invalidated or _is_connectivity(exc_value)
+        ):
+            raise Unavailable("the database is unavailable") from exc_value
+
+    def commit(self) -> None:
+        self.session.commit()
+
+
+def _is_connectivity(error: exc.DBAPIError) -> bool:
+    message = str(error.orig).lower()
+    return any(
+        marker in message
+        for marker in ("could not connect", "connection refused", "server closed", "terminating")
+    )

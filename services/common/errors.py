@@ -1,0 +1,117 @@
+"""Domain errors: what a use case can refuse, in words that know nothing of gRPC.
+
+Raised by domain and service code; turned into canonical gRPC status codes with
+``google.rpc`` details in exactly one place, :mod:`services.common.status`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad input field: ``field`` is a proto path such as ``movie.cast_ids[2]``."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error a use case raises on purpose.
+
+    ``reason`` is an UPPER_SNAKE machine-readable cause (``google.rpc.ErrorInfo.reason``);
+    ``metadata`` adds string facts a client may act on.
+    """
+
+    reason: str = "ERROR"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed; ``violations`` says which fields and why."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        violations: list[FieldViolation],
+        message: str | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(message or f"invalid request: {summary}", reason=reason)
+        self.violations = list(violations)
+
+
+class NotFound(DomainError):
+    """The named resource does not exist (or the caller may not know that it does)."""
+
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(
+            f"{resource_type} {resource_id!r} not found",
+            metadata={"resource_type": resource_type, "resource_id": resource_id},
+        )
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
+
+class AlreadyExists(DomainError):
+    """A resource with the same unique key exists already."""
+
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    """The resource is not in a state that allows the operation."""
+
+    reason = "FAILED_PRECONDITION"
+
+
+class Unauthenticated(DomainError):
+    """No valid credentials: missing, malformed, expired or wrongly signed token."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """Valid credentials without the right to do this."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class Unavailable(DomainError):
+    """A dependency (database, peer service) cannot be reached; retrying later may work."""
+
+    reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(DomainError):
+    """The caller's deadline ran out while waiting for a dependency."""
+
+    reason = "DEADLINE_EXCEEDED"
+
+
+@dataclass
+class Violations:
+    """Collects field violations while checking a request, then raises them all at once."""
+
+    items: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, field_path: str, description: str) -> None:
+        self.items.append(FieldViolation(field_path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)

@@ -1,0 +1,156 @@
+"""The two server interceptors every Cinema service runs, outermost first.
+
+1. :class:`ErrorMappingInterceptor` turns a :class:`~services.common.errors.DomainError`
+   into its canonical status (via :mod:`services.common.status`) and anything unexpected
+   into INTERNAL with a generic message, logging the traceback.
+2. :class:`AuthorizationInterceptor` authenticates ``authorization: Bearer <JWT>`` and
+   enforces the ``(cinema.v1.access)`` option that every RPC declares in its proto, before
+   the handler runs. The handler reads the caller with :func:`current_request`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import Any
+
+import grpc
+from cinema.v1 import access_pb2
+from google.protobuf import descriptor_pool
+
+from services.common import errors, status
+from services.common.auth import TokenVerifier
+from services.common.context import Deadline, RequestContext
+
+logger = logging.getLogger(__name__)
+
+_CINEMA_PREFIX = "/cinema.v1."
+_request: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("cinema_request")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def current_request() -> RequestContext:
+    """The caller and deadline of the RPC being served (set by the interceptor)."""
+    return _request.get()
+
+
+def _wrap_unary(
+    handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior], Behavior]
+) -> grpc.RpcMethodHandler:
+    # Only unary-unary RPCs are Cinema's own; health Watch and reflection streams pass by.
+    if handler is None or handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        wrap(handler.unary_unary),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Domain errors to canonical codes with google.rpc details; the rest to INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+
+        def wrap(behavior: Behavior) -> Behavior:
+            async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await behavior(request, context)
+                except errors.DomainError as error:
+                    rpc_status = status.to_rpc_status(error)
+                    logger.info(
+                        "%s -> %s: %s", method, status.status_code_for(error).name, error.message
+                    )
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception:
+                    logger.exception("unexpected error in %s", method)
+                    rpc_status = status.internal_status()
+                grpc_status = status.as_grpc_status(rpc_status)
+                await context.abort(
+                    grpc_status.code, grpc_status.details, grpc_status.trailing_metadata
+                )
+
+            return mapped
+
+        return _wrap_unary(handler, wrap)
+
+
+@cache
+def access_of(method: str) -> int:
+    """The ``(cinema.v1.access)`` option of ``/cinema.v1.Service/Method``."""
+    full_name = method.lstrip("/").replace("/", ".")
+    try:
+        descriptor = descriptor_pool.Default().FindMethodByName(full_name)
+    except KeyError:
+        return access_pb2.ACCESS_UNSPECIFIED
+    return int(descriptor.GetOptions().Extensions[access_pb2.access])
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    """The token of an ``authorization: Bearer ...`` header; raises if malformed."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise errors.Unauthenticated("authorization must be 'Bearer <access token>'")
+            return token.strip()
+    return None
+
+
+class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Checks every cinema.v1 RPC against the access rule its proto declares."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    def authorize(self, method: str, metadata: Any, deadline: Deadline) -> RequestContext:
+        """The request context of an allowed call; raises Unauthenticated/PermissionDenied."""
+        access = access_of(method)
+        token = bearer_token(metadata)
+        principal = self._verifier.verify(token) if token is not None else None
+        if access == access_pb2.ACCESS_PUBLIC:
+            pass
+        elif access in (access_pb2.ACCESS_AUTHENTICATED, access_pb2.ACCESS_ADMIN):
+            if principal is None:
+                raise errors.Unauthenticated("this call needs an access token")
+            if access == access_pb2.ACCESS_ADMIN and not principal.is_admin:
+                raise errors.PermissionDenied("only an admin may do this")
+        else:
+            raise errors.PermissionDenied(f"{method} declares no access rule")
+        return RequestContext(principal=principal, bearer_token=token, deadline=deadline)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if not method.startswith(_CINEMA_PREFIX):
+            return handler  # health and reflection are open to all
+
+        def wrap(behavior: Behavior) -> Behavior:
+            async def authorized(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                deadline = Deadline.after(context.time_remaining())
+                request_context = self.authorize(method, context.invocation_metadata(), deadline)
+                token = _request.set(request_context)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    _request.reset(token)
+
+            return authorized
+
+        return _wrap_unary(handler, wrap)

@@ -1,0 +1,43 @@
+"""Logging set-up: one JSON object per line in containers, readable lines on a terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with the service name."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "level": record.levelname,
+            "service": self._service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure(service: str, *, log_format: str = "auto", level: str = "INFO") -> None:
+    """Route every logger to stderr in the chosen format (``auto``: text on a terminal)."""
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    if use_json:
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

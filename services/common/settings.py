@@ -1,0 +1,173 @@
+"""Settings: read from the environment once, validated at start, frozen afterwards.
+
+Nothing else in Cinema reads ``os.environ``. A bad value stops the process at start with
+a message that names the variable. Every variable is listed in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+SERVICES = ("movie", "cast", "user", "order")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Argon2Parameters:
+    """argon2id cost. The defaults are argon2-cffi's production parameters (RFC 9106 low-memory)."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service process needs to know about its surroundings."""
+
+    service: str
+    database_url: str
+    data_dir: pathlib.Path
+    cast_service_addr: str
+    movie_service_addr: str
+    user_service_addr: str
+    jwt_public_key_pem: bytes
+    jwt_private_key_pem: bytes | None
+    jwt_issuer: str
+    jwt_audience: str
+    access_token_ttl_seconds: int
+    admin_email: str | None
+    admin_password: str | None
+    argon2: Argon2Parameters
+    grace_seconds: float
+    peer_timeout_seconds: float
+    db_pool_size: int
+    worker_threads: int
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the settings of ``service`` from ``environ`` (``os.environ``)."""
+        env = _Env(os.environ if environ is None else environ)
+        if service not in SERVICES:
+            raise SettingsError(f"unknown service {service!r}; expected one of {SERVICES}")
+        data_dir = pathlib.Path(env.str("CINEMA_DATA_DIR", "cinema-data"))
+        default_db = f"sqlite:///{data_dir / (service + '.db')}"
+        database_url = env.str("DATABASE_URL", default_db)
+        if not database_url.startswith(("sqlite:", "postgresql")):
+            raise SettingsError(
+                "DATABASE_URL must be a SQLAlchemy URL for SQLite (sqlite:///path) or "
+                f"PostgreSQL (postgresql+psycopg2://...), got {database_url.split(':')[0]}:..."
+            )
+        gateway = env.str("CINEMA_GATEWAY_ADDR", "127.0.0.1:8080")
+        public_key = env.pem("CINEMA_JWT_PUBLIC_KEY", required=True)
+        assert public_key is not None
+        private_key = env.pem("CINEMA_JWT_PRIVATE_KEY", required=service == "user")
+        admin_email = env.optional("CINEMA_ADMIN_EMAIL")
+        admin_password = env.optional("CINEMA_ADMIN_PASSWORD")
+        if service == "user" and (admin_email is None) != (admin_password is None):
+            raise SettingsError(
+                "CINEMA_ADMIN_EMAIL and CINEMA_ADMIN_PASSWORD must be set together (or neither)"
+            )
+        log_format = env.str("CINEMA_LOG_FORMAT", "auto")
+        if log_format not in ("auto", "json", "text"):
+            raise SettingsError(f"CINEMA_LOG_FORMAT must be auto, json or text, got {log_format!r}")
+        return cls(
+            service=service,
+            database_url=database_url,
+            data_dir=data_dir,
+            cast_service_addr=env.address("CAST_SERVICE_ADDR", gateway),
+            movie_service_addr=env.address("MOVIE_SERVICE_ADDR", gateway),
+            user_service_addr=env.address("USER_SERVICE_ADDR", gateway),
+            jwt_public_key_pem=public_key,
+            jwt_private_key_pem=private_key,
+            jwt_issuer=env.str("CINEMA_JWT_ISSUER", "cinema"),
+            jwt_audience=env.str("CINEMA_JWT_AUDIENCE", "cinema"),
+            access_token_ttl_seconds=env.int("CINEMA_ACCESS_TOKEN_TTL_SECONDS", 900, low=30),
+            admin_email=admin_email,
+            admin_password=admin_password,
+            argon2=Argon2Parameters(
+                time_cost=env.int("CINEMA_ARGON2_TIME_COST", 3, low=1),
+                memory_kib=env.int("CINEMA_ARGON2_MEMORY_KIB", 65536, low=8),
+                parallelism=env.int("CINEMA_ARGON2_PARALLELISM", 4, low=1),
+            ),
+            grace_seconds=env.float("CINEMA_GRACE_SECONDS", 10.0, low=0.0),
+            peer_timeout_seconds=env.float("CINEMA_PEER_TIMEOUT_SECONDS", 5.0, low=0.05),
+            db_pool_size=env.int("CINEMA_DB_POOL_SIZE", 10, low=1),
+            worker_threads=env.int("CINEMA_WORKER_THREADS", 16, low=1),
+            log_format=log_format,
+            log_level=env.str("CINEMA_LOG_LEVEL", "INFO").upper(),
+        )
+
+
+class _Env:
+    """Typed reads of environment variables that name the variable when they fail."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def optional(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def str(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def int(self, name: str, default: int, *, low: int) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if value < low:
+            raise SettingsError(f"{name} must be at least {low}, got {value}")
+        return value
+
+    def float(self, name: str, default: float, *, low: float) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if value < low:
+            raise SettingsError(f"{name} must be at least {low}, got {value}")
+        return value
+
+    def address(self, name: str, default: str) -> str:
+        value = self.str(name, default)
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name} must be HOST:PORT, got {value!r}")
+        return value
+
+    def pem(self, name: str, *, required: bool) -> bytes | None:
+        """A PEM key from ``NAME`` (the PEM text) or ``NAME_FILE`` (a path to it)."""
+        inline = self.optional(name)
+        path = self.optional(f"{name}_FILE")
+        if inline and path:
+            raise SettingsError(f"set {name} or {name}_FILE, not both")
+        if path:
+            try:
+                data = pathlib.Path(path).read_bytes()
+            except OSError as exc:
+                raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+        elif inline:
+            data = inline.encode()
+        elif required:
+            raise SettingsError(f"{name}_FILE (or {name}) is required: the PEM of the JWT key")
+        else:
+            return None
+        if b"-----BEGIN" not in data:
+            raise SettingsError(f"{name}: not a PEM key")
+        return data

@@ -1,0 +1,96 @@
+"""The one place where domain errors become gRPC statuses.
+
+Every error leaves a Cinema service as a canonical code with a ``google.rpc.Status`` in
+the ``grpc-status-details-bin`` trailer: ``ErrorInfo`` (reason, domain ``cinema.v1``,
+metadata) always, ``BadRequest`` field violations for bad input. Envoy's transcoder turns
+the same status into the JSON error body with the matching HTTP status.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common import errors
+
+ERROR_DOMAIN = "cinema.v1"
+
+_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
+    """The canonical code of a domain error (most specific class wins)."""
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rpc_status(error: errors.DomainError) -> status_pb2.Status:
+    """A ``google.rpc.Status`` with ErrorInfo and, for bad input, BadRequest details."""
+    code = status_code_for(error)
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
+    ]
+    if isinstance(error, errors.InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+def internal_status() -> status_pb2.Status:
+    """What a caller sees of an unexpected failure: a generic message, nothing inside."""
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message="internal error",
+        details=[_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN))],
+    )
+
+
+def as_grpc_status(status: status_pb2.Status) -> grpc.Status:
+    """The ``grpc.Status`` (code, message, details trailer) to abort a call with."""
+    return rpc_status.to_status(status)
+
+
+def bad_request_violations(status: status_pb2.Status) -> list[errors.FieldViolation]:
+    """Field violations carried in a ``google.rpc.Status`` (for clients and tests)."""
+    found: list[errors.FieldViolation] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            found.extend(
+                errors.FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+    return found

@@ -1,0 +1,49 @@
+"""The movie service's tables (SQLAlchemy 2.0). Only this service reads them.
+
+Genres and cast ids live twice on purpose: as JSON on the movie row, so reading a movie is
+one primary-key lookup, and in two narrow indexed tables, so ListMovies can filter by
+genre or cast id. Both are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Metadata of the movie database."""
+
+
+class MovieRow(Base):
+    __tablename__ = "movies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    plot: Mapped[str] = mapped_column(Text)
+    genres: Mapped[list[str]] = mapped_column(JSON)
+    cast_ids: Mapped[list[str]] = mapped_column(JSON)
+    price_currency: Mapped[str] = mapped_column(String(3))
+    price_amount_minor: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MovieGenreRow(Base):
+    __tablename__ = "movie_genres"
+
+    movie_id: Mapped[str] = mapped_column(
+        ForeignKey("movies.id", ondelete="CASCADE"), primary_key=True
+    )
+    genre: Mapped[str] = mapped_column(String(50), primary_key=True, index=True)
+
+
+class MovieCastRow(Base):
+    __tablename__ = "movie_casts"
+
+    movie_id: Mapped[str] = mapped_column(
+        ForeignKey("movies.id", ondelete="CASCADE"), primary_key=True
+    )
+    cast_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)

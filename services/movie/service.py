@@ -1,0 +1,173 @@
+"""Use cases of the movie service. Each one is one transaction; checks against the cast
+service happen before the transaction opens, so a cast outage writes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common import pagination
+from services.common.context import RequestContext
+from services.common.errors import NotFound, Violations
+from services.common.ids import new_id
+from services.common.masks import resolve_update_mask
+from services.movie.domain import (
+    BATCH_MAX,
+    UPDATABLE_FIELDS,
+    CastMember,
+    Movie,
+    MovieFields,
+    MovieView,
+    MovieWithCast,
+    check_fields,
+    unknown_cast_violations,
+)
+from services.movie.repository import MovieUnitOfWork
+
+UnitOfWorkFactory = Callable[..., MovieUnitOfWork]
+Clock = Callable[[], dt.datetime]
+
+
+class CastDirectory(Protocol):
+    """The movie service's view of the cast service."""
+
+    def get_many(self, cast_ids: Sequence[str], context: RequestContext) -> list[CastMember]:
+        """The cast members that exist among ``cast_ids``, in ONE call."""
+        ...
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class MoviePage:
+    movies: list[Movie]
+    next_page_token: str
+
+
+def _require(value: str, field: str) -> None:
+    violations = Violations()
+    if not value.strip():
+        violations.add(field, "is required")
+    violations.raise_if_any()
+
+
+class MovieService:
+    """Create, read, change and delete movies."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, casts: CastDirectory, clock: Clock = _utc_now
+    ) -> None:
+        self._uow = uow
+        self._casts = casts
+        self._clock = clock
+
+    def _check_cast_ids(self, cast_ids: Sequence[str], context: RequestContext) -> None:
+        if not cast_ids:
+            return
+        known = {c.id for c in self._casts.get_many(cast_ids, context)}
+        violations = Violations()
+        unknown_cast_violations(cast_ids, known, "movie", violations)
+        violations.raise_if_any()
+
+    def create_movie(self, fields: MovieFields, context: RequestContext) -> Movie:
+        violations = Violations()
+        clean = check_fields(fields, "movie", violations)
+        violations.raise_if_any()
+        assert clean.price is not None
+        self._check_cast_ids(clean.cast_ids, context)
+        now = self._clock()
+        movie = Movie(
+            id=new_id(),
+            title=clean.title,
+            plot=clean.plot,
+            genres=tuple(clean.genres),
+            cast_ids=tuple(clean.cast_ids),
+            price=clean.price,
+            create_time=now,
+            update_time=now,
+        )
+        with self._uow() as uow:
+            uow.movies.add(movie)
+            uow.commit()
+        return movie
+
+    def get_movie(self, movie_id: str, view: MovieView, context: RequestContext) -> MovieWithCast:
+        _require(movie_id, "id")
+        with self._uow(read_only=True) as uow:
+            movie = uow.movies.get(movie_id)
+        if movie is None:
+            raise NotFound("movie", movie_id)
+        if view is MovieView.BASIC or not movie.cast_ids:
+            return MovieWithCast(movie)
+        found = {c.id: c for c in self._casts.get_many(movie.cast_ids, context)}
+        return MovieWithCast(movie, tuple(found[i] for i in movie.cast_ids if i in found))
+
+    def list_movies(
+        self, page_size: int, page_token: str, *, genre: str, cast_id: str
+    ) -> MoviePage:
+        size = pagination.page_size(page_size)
+        filters = {"genre": genre.strip(), "cast_id": cast_id.strip()}
+        after = pagination.decode_token(page_token, filters)
+        with self._uow(read_only=True) as uow:
+            movies = uow.movies.list_page(
+                after, size + 1, genre=filters["genre"] or None, cast_id=filters["cast_id"] or None
+            )
+        more = len(movies) > size
+        movies = movies[:size]
+        token = pagination.encode_token(movies[-1].id, filters) if more else ""
+        return MoviePage(movies, token)
+
+    def update_movie(
+        self,
+        movie_id: str,
+        fields: MovieFields,
+        mask: Sequence[str],
+        populated: Sequence[str],
+        context: RequestContext,
+    ) -> Movie:
+        _require(movie_id, "movie.id")
+        paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
+        violations = Violations()
+        clean = check_fields(fields, "movie", violations, only=paths)
+        violations.raise_if_any()
+        if "cast_ids" in paths:
+            self._check_cast_ids(clean.cast_ids, context)
+        with self._uow() as uow:
+            current = uow.movies.get(movie_id)
+            if current is None:
+                raise NotFound("movie", movie_id)
+            changes: dict[str, object] = {}
+            for path in paths:
+                value = getattr(clean, path)
+                changes[path] = tuple(value) if path in ("genres", "cast_ids") else value
+            updated = dataclasses.replace(current, **changes, update_time=self._clock())
+            uow.movies.save(updated)
+            uow.commit()
+        return updated
+
+    def delete_movie(self, movie_id: str) -> None:
+        _require(movie_id, "id")
+        with self._uow() as uow:
+            if not uow.movies.delete(movie_id):
+                raise NotFound("movie", movie_id)
+            uow.commit()
+
+    def batch_get_movies(self, movie_ids: Sequence[str]) -> list[Movie]:
+        """The movies that exist among ``movie_ids``, in request order, each once."""
+        violations = Violations()
+        if len(movie_ids) > BATCH_MAX:
+            violations.add("ids", f"at most {BATCH_MAX} ids per call")
+        for index, movie_id in enumerate(movie_ids):
+            if not movie_id.strip():
+                violations.add(f"ids[{index}]", "must not be empty")
+        violations.raise_if_any()
+        if not movie_ids:
+            return []
+        with self._uow(read_only=True) as uow:
+            found = {m.id: m for m in uow.movies.get_many(movie_ids)}
+        return [found[i] for i in dict.fromkeys(movie_ids) if i in found]
