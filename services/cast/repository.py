@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -24,10 +25,17 @@ class CastRepository(Protocol):
 
 
 class CastUnitOfWork(Protocol):
-    casts: CastRepository
+    """One transaction over the cast tables."""
 
-    def __enter__(self) -> CastUnitOfWork: ...
-    def __exit__(self, *args: object) -> None: ...
+    @property
+    def casts(self) -> CastRepository: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
     def commit(self) -> None: ...
 
 

@@ -83,8 +83,12 @@ class CastService:
             current = uow.casts.get(cast_id)
             if current is None:
                 raise NotFound("cast", cast_id)
-            changes: dict[str, object] = {p: getattr(clean, p) for p in paths}
-            updated = dataclasses.replace(current, **changes, update_time=self._clock())
+            updated = dataclasses.replace(
+                current,
+                name=clean.name if "name" in paths else current.name,
+                nationality=clean.nationality if "nationality" in paths else current.nationality,
+                update_time=self._clock(),
+            )
             uow.casts.save(updated)
             uow.commit()
         return updated

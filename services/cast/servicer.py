@@ -6,6 +6,7 @@ Use cases are blocking (SQLAlchemy), so each runs in the server's worker threads
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 from cinema.v1 import cast_pb2, cast_pb2_grpc
@@ -37,19 +38,19 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
         self._service = service
 
     async def CreateCast(
-        self, request: cast_pb2.CreateCastRequest, context: grpc.aio.ServicerContext
+        self, request: cast_pb2.CreateCastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cast_pb2.CreateCastResponse:
         cast = await asyncio.to_thread(self._service.create_cast, _fields(request.cast))
         return cast_pb2.CreateCastResponse(cast=cast_to_proto(cast))
 
     async def GetCast(
-        self, request: cast_pb2.GetCastRequest, context: grpc.aio.ServicerContext
+        self, request: cast_pb2.GetCastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cast_pb2.GetCastResponse:
         cast = await asyncio.to_thread(self._service.get_cast, request.id)
         return cast_pb2.GetCastResponse(cast=cast_to_proto(cast))
 
     async def ListCasts(
-        self, request: cast_pb2.ListCastsRequest, context: grpc.aio.ServicerContext
+        self, request: cast_pb2.ListCastsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cast_pb2.ListCastsResponse:
         page = await asyncio.to_thread(
             self._service.list_casts, request.page_size, request.page_token
@@ -59,7 +60,7 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
         )
 
     async def UpdateCast(
-        self, request: cast_pb2.UpdateCastRequest, context: grpc.aio.ServicerContext
+        self, request: cast_pb2.UpdateCastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cast_pb2.UpdateCastResponse:
         cast = await asyncio.to_thread(
             self._service.update_cast,
@@ -71,13 +72,13 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
         return cast_pb2.UpdateCastResponse(cast=cast_to_proto(cast))
 
     async def DeleteCast(
-        self, request: cast_pb2.DeleteCastRequest, context: grpc.aio.ServicerContext
+        self, request: cast_pb2.DeleteCastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cast_pb2.DeleteCastResponse:
         await asyncio.to_thread(self._service.delete_cast, request.id)
         return cast_pb2.DeleteCastResponse()
 
     async def BatchGetCasts(
-        self, request: cast_pb2.BatchGetCastsRequest, context: grpc.aio.ServicerContext
+        self, request: cast_pb2.BatchGetCastsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cast_pb2.BatchGetCastsResponse:
         casts = await asyncio.to_thread(self._service.batch_get_casts, list(request.ids))
         return cast_pb2.BatchGetCastsResponse(casts=[cast_to_proto(c) for c in casts])

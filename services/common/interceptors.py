@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 _CINEMA_PREFIX = "/cinema.v1."
 _request: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("cinema_request")
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Handler = grpc.RpcMethodHandler[Any, Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
 def current_request() -> RequestContext:
@@ -38,32 +40,30 @@ def current_request() -> RequestContext:
     return _request.get()
 
 
-def _wrap_unary(
-    handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior], Behavior]
-) -> grpc.RpcMethodHandler:
+def _wrap_unary(handler: Handler, wrap: Callable[[Behavior], Behavior]) -> Handler:
     # Only unary-unary RPCs are Cinema's own; health Watch and reflection streams pass by.
     if handler is None or handler.unary_unary is None:
         return handler
     return grpc.unary_unary_rpc_method_handler(
-        wrap(handler.unary_unary),
+        wrap(handler.unary_unary),  # type: ignore[arg-type]
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Domain errors to canonical codes with google.rpc details; the rest to INTERNAL."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
 
         def wrap(behavior: Behavior) -> Behavior:
-            async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 try:
                     return await behavior(request, context)
                 except errors.DomainError as error:
@@ -109,7 +109,7 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
     return None
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Checks every cinema.v1 RPC against the access rule its proto declares."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
@@ -133,16 +133,16 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if not method.startswith(_CINEMA_PREFIX):
             return handler  # health and reflection are open to all
 
         def wrap(behavior: Behavior) -> Behavior:
-            async def authorized(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def authorized(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 deadline = Deadline.after(context.time_remaining())
                 request_context = self.authorize(method, context.invocation_metadata(), deadline)
                 token = _request.set(request_context)

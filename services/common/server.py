@@ -59,7 +59,8 @@ class CinemaServer:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=worker_threads, thread_name_prefix="use-case"
         )
-        self.health = health.aio.HealthServicer()
+        # grpc-stubs does not know the asyncio health servicer; grpcio-health-checking ships it.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor(), AuthorizationInterceptor(verifier)],
             # grpcio turns SO_REUSEPORT on by default; a second process would then share the

@@ -58,15 +58,15 @@ class Settings:
         env = _Env(os.environ if environ is None else environ)
         if service not in SERVICES:
             raise SettingsError(f"unknown service {service!r}; expected one of {SERVICES}")
-        data_dir = pathlib.Path(env.str("CINEMA_DATA_DIR", "cinema-data"))
+        data_dir = pathlib.Path(env.text("CINEMA_DATA_DIR", "cinema-data"))
         default_db = f"sqlite:///{data_dir / (service + '.db')}"
-        database_url = env.str("DATABASE_URL", default_db)
+        database_url = env.text("DATABASE_URL", default_db)
         if not database_url.startswith(("sqlite:", "postgresql")):
             raise SettingsError(
                 "DATABASE_URL must be a SQLAlchemy URL for SQLite (sqlite:///path) or "
                 f"PostgreSQL (postgresql+psycopg2://...), got {database_url.split(':')[0]}:..."
             )
-        gateway = env.str("CINEMA_GATEWAY_ADDR", "127.0.0.1:8080")
+        gateway = env.text("CINEMA_GATEWAY_ADDR", "127.0.0.1:8080")
         public_key = env.pem("CINEMA_JWT_PUBLIC_KEY", required=True)
         assert public_key is not None
         private_key = env.pem("CINEMA_JWT_PRIVATE_KEY", required=service == "user")
@@ -76,7 +76,7 @@ class Settings:
             raise SettingsError(
                 "CINEMA_ADMIN_EMAIL and CINEMA_ADMIN_PASSWORD must be set together (or neither)"
             )
-        log_format = env.str("CINEMA_LOG_FORMAT", "auto")
+        log_format = env.text("CINEMA_LOG_FORMAT", "auto")
         if log_format not in ("auto", "json", "text"):
             raise SettingsError(f"CINEMA_LOG_FORMAT must be auto, json or text, got {log_format!r}")
         return cls(
@@ -88,22 +88,22 @@ class Settings:
             user_service_addr=env.address("USER_SERVICE_ADDR", gateway),
             jwt_public_key_pem=public_key,
             jwt_private_key_pem=private_key,
-            jwt_issuer=env.str("CINEMA_JWT_ISSUER", "cinema"),
-            jwt_audience=env.str("CINEMA_JWT_AUDIENCE", "cinema"),
-            access_token_ttl_seconds=env.int("CINEMA_ACCESS_TOKEN_TTL_SECONDS", 900, low=30),
+            jwt_issuer=env.text("CINEMA_JWT_ISSUER", "cinema"),
+            jwt_audience=env.text("CINEMA_JWT_AUDIENCE", "cinema"),
+            access_token_ttl_seconds=env.integer("CINEMA_ACCESS_TOKEN_TTL_SECONDS", 900, low=30),
             admin_email=admin_email,
             admin_password=admin_password,
             argon2=Argon2Parameters(
-                time_cost=env.int("CINEMA_ARGON2_TIME_COST", 3, low=1),
-                memory_kib=env.int("CINEMA_ARGON2_MEMORY_KIB", 65536, low=8),
-                parallelism=env.int("CINEMA_ARGON2_PARALLELISM", 4, low=1),
+                time_cost=env.integer("CINEMA_ARGON2_TIME_COST", 3, low=1),
+                memory_kib=env.integer("CINEMA_ARGON2_MEMORY_KIB", 65536, low=8),
+                parallelism=env.integer("CINEMA_ARGON2_PARALLELISM", 4, low=1),
             ),
-            grace_seconds=env.float("CINEMA_GRACE_SECONDS", 10.0, low=0.0),
-            peer_timeout_seconds=env.float("CINEMA_PEER_TIMEOUT_SECONDS", 5.0, low=0.05),
-            db_pool_size=env.int("CINEMA_DB_POOL_SIZE", 10, low=1),
-            worker_threads=env.int("CINEMA_WORKER_THREADS", 16, low=1),
+            grace_seconds=env.number("CINEMA_GRACE_SECONDS", 10.0, low=0.0),
+            peer_timeout_seconds=env.number("CINEMA_PEER_TIMEOUT_SECONDS", 5.0, low=0.05),
+            db_pool_size=env.integer("CINEMA_DB_POOL_SIZE", 10, low=1),
+            worker_threads=env.integer("CINEMA_WORKER_THREADS", 16, low=1),
             log_format=log_format,
-            log_level=env.str("CINEMA_LOG_LEVEL", "INFO").upper(),
+            log_level=env.text("CINEMA_LOG_LEVEL", "INFO").upper(),
         )
 
 
@@ -117,10 +117,10 @@ class _Env:
         value = self._environ.get(name, "").strip()
         return value or None
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self.optional(name) or default
 
-    def int(self, name: str, default: int, *, low: int) -> int:
+    def integer(self, name: str, default: int, *, low: int) -> int:
         raw = self.optional(name)
         if raw is None:
             return default
@@ -132,7 +132,7 @@ class _Env:
             raise SettingsError(f"{name} must be at least {low}, got {value}")
         return value
 
-    def float(self, name: str, default: float, *, low: float) -> float:
+    def number(self, name: str, default: float, *, low: float) -> float:
         raw = self.optional(name)
         if raw is None:
             return default
@@ -145,7 +145,7 @@ class _Env:
         return value
 
     def address(self, name: str, default: str) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise SettingsError(f"{name} must be HOST:PORT, got {value!r}")

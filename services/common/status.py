@@ -33,7 +33,7 @@ def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
     """The canonical code of a domain error (most specific class wins)."""
     for cls in type(error).__mro__:
         if cls in _CODES:
-            return _CODES[cls]  # type: ignore[index]
+            return _CODES[cls]
     return grpc.StatusCode.INTERNAL
 
 

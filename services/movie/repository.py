@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from services.common.db import SessionFactories, SqlAlchemyUnitOfWork
 from services.common.money import Money
 from services.movie.domain import Movie
-from services.movie.models import MovieCastRow, MovieGenreRow, MovieRow
+from services.movie.models import Base, MovieCastRow, MovieGenreRow, MovieRow
 
 
 class MovieRepository(Protocol):
@@ -27,16 +28,23 @@ class MovieRepository(Protocol):
 
 
 class MovieUnitOfWork(Protocol):
-    movies: MovieRepository
+    """One transaction over the movie tables."""
 
-    def __enter__(self) -> MovieUnitOfWork: ...
-    def __exit__(self, *args: object) -> None: ...
+    @property
+    def movies(self) -> MovieRepository: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
     def commit(self) -> None: ...
 
 
-_movies = MovieRow.__table__
-_genres = MovieGenreRow.__table__
-_casts = MovieCastRow.__table__
+_movies = Base.metadata.tables[MovieRow.__tablename__]
+_genres = Base.metadata.tables[MovieGenreRow.__tablename__]
+_casts = Base.metadata.tables[MovieCastRow.__tablename__]
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

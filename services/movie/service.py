@@ -141,11 +141,15 @@ class MovieService:
             current = uow.movies.get(movie_id)
             if current is None:
                 raise NotFound("movie", movie_id)
-            changes: dict[str, object] = {}
-            for path in paths:
-                value = getattr(clean, path)
-                changes[path] = tuple(value) if path in ("genres", "cast_ids") else value
-            updated = dataclasses.replace(current, **changes, update_time=self._clock())
+            updated = dataclasses.replace(
+                current,
+                title=clean.title if "title" in paths else current.title,
+                plot=clean.plot if "plot" in paths else current.plot,
+                genres=tuple(clean.genres) if "genres" in paths else current.genres,
+                cast_ids=tuple(clean.cast_ids) if "cast_ids" in paths else current.cast_ids,
+                price=clean.price if "price" in paths and clean.price else current.price,
+                update_time=self._clock(),
+            )
             uow.movies.save(updated)
             uow.commit()
         return updated

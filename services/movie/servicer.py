@@ -6,6 +6,7 @@ Use cases are blocking (SQLAlchemy, peer calls), so each runs in the worker thre
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 from cinema.v1 import cast_pb2, money_pb2, movie_pb2, movie_pb2_grpc
@@ -71,7 +72,7 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
         self._service = service
 
     async def CreateMovie(
-        self, request: movie_pb2.CreateMovieRequest, context: grpc.aio.ServicerContext
+        self, request: movie_pb2.CreateMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> movie_pb2.CreateMovieResponse:
         movie = await asyncio.to_thread(
             self._service.create_movie, _fields(request.movie), current_request()
@@ -79,7 +80,7 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
         return movie_pb2.CreateMovieResponse(movie=movie_to_proto(movie))
 
     async def GetMovie(
-        self, request: movie_pb2.GetMovieRequest, context: grpc.aio.ServicerContext
+        self, request: movie_pb2.GetMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> movie_pb2.GetMovieResponse:
         view = _VIEWS.get(request.view, MovieView.BASIC)
         found = await asyncio.to_thread(
@@ -88,7 +89,7 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
         return movie_pb2.GetMovieResponse(movie=movie_to_proto(found.movie, found.cast_members))
 
     async def ListMovies(
-        self, request: movie_pb2.ListMoviesRequest, context: grpc.aio.ServicerContext
+        self, request: movie_pb2.ListMoviesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> movie_pb2.ListMoviesResponse:
         page = await asyncio.to_thread(
             self._service.list_movies,
@@ -102,7 +103,7 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
         )
 
     async def UpdateMovie(
-        self, request: movie_pb2.UpdateMovieRequest, context: grpc.aio.ServicerContext
+        self, request: movie_pb2.UpdateMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> movie_pb2.UpdateMovieResponse:
         movie = await asyncio.to_thread(
             self._service.update_movie,
@@ -115,13 +116,13 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
         return movie_pb2.UpdateMovieResponse(movie=movie_to_proto(movie))
 
     async def DeleteMovie(
-        self, request: movie_pb2.DeleteMovieRequest, context: grpc.aio.ServicerContext
+        self, request: movie_pb2.DeleteMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> movie_pb2.DeleteMovieResponse:
         await asyncio.to_thread(self._service.delete_movie, request.id)
         return movie_pb2.DeleteMovieResponse()
 
     async def BatchGetMovies(
-        self, request: movie_pb2.BatchGetMoviesRequest, context: grpc.aio.ServicerContext
+        self, request: movie_pb2.BatchGetMoviesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> movie_pb2.BatchGetMoviesResponse:
         movies = await asyncio.to_thread(self._service.batch_get_movies, list(request.ids))
         return movie_pb2.BatchGetMoviesResponse(movies=[movie_to_proto(m) for m in movies])
