@@ -15,7 +15,7 @@ import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from cinema.v1 import access_pb2
@@ -30,9 +30,10 @@ logger = logging.getLogger(__name__)
 _CINEMA_PREFIX = "/cinema.v1."
 _request: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("cinema_request")
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-Handler = grpc.RpcMethodHandler[Any, Any]
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+# grpc-stubs makes these generic; grpcio's runtime classes are not subscriptable.
+Behavior: TypeAlias = "Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]"
 
 
 def current_request() -> RequestContext:
