@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 SERVICES = ("movie", "cast", "user", "order")
+# Only the built-in test provider ships; a real one plugs in behind the same interface.
+PAYMENT_PROVIDERS = ("test",)
 
 
 class SettingsError(ValueError):
@@ -51,6 +53,7 @@ class Settings:
     worker_threads: int
     log_format: str
     log_level: str
+    payment_provider: str = "test"
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,7 +107,17 @@ class Settings:
             worker_threads=env.integer("CINEMA_WORKER_THREADS", 16, low=1),
             log_format=log_format,
             log_level=env.text("CINEMA_LOG_LEVEL", "INFO").upper(),
+            payment_provider=_payment_provider(env),
         )
+
+
+def _payment_provider(env: _Env) -> str:
+    provider = env.text("CINEMA_PAYMENT_PROVIDER", "test")
+    if provider not in PAYMENT_PROVIDERS:
+        raise SettingsError(
+            f"CINEMA_PAYMENT_PROVIDER must be one of {PAYMENT_PROVIDERS}, got {provider!r}"
+        )
+    return provider
 
 
 class _Env:
