@@ -1,0 +1,128 @@
+"""Pure logic shared by every service: pagination, update masks, money, ids, settings,
+and the mapping of domain errors to gRPC statuses."""
+
+from __future__ import annotations
+
+import pathlib
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from services.common import errors, pagination, status
+from services.common.ids import new_id
+from services.common.masks import resolve_update_mask
+from services.common.money import Money, check_money
+from services.common.settings import Settings, SettingsError
+
+
+def test_page_size_defaults_and_bounds() -> None:
+    assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE
+    assert pagination.page_size(1000) == 1000
+    for bad in (-1, 1001):
+        with pytest.raises(errors.InvalidArgument) as caught:
+            pagination.page_size(bad)
+        assert caught.value.violations[0].field == "page_size"
+
+
+def test_page_token_round_trip_and_binding_to_filters() -> None:
+    token = pagination.encode_token("abc", {"genre": "Drama"})
+    assert pagination.decode_token(token, {"genre": "Drama"}) == "abc"
+    assert pagination.decode_token("", {"genre": "Drama"}) is None
+    with pytest.raises(errors.InvalidArgument, match="other filters"):
+        pagination.decode_token(token, {"genre": "Horror"})
+    for garbage in ("%%%", "e30", "bm90IGpzb24", token[:-3]):
+        with pytest.raises(errors.InvalidArgument):
+            pagination.decode_token(garbage, {"genre": "Drama"})
+
+
+def test_update_mask_empty_means_populated_fields() -> None:
+    allowed = {"title", "plot"}
+    assert resolve_update_mask([], allowed=allowed, populated=["title", "id"]) == {"title"}
+    assert resolve_update_mask(["plot"], allowed=allowed, populated=[]) == {"plot"}
+    with pytest.raises(errors.InvalidArgument) as caught:
+        resolve_update_mask(["id", "*"], allowed=allowed, populated=[])
+    assert [v.field for v in caught.value.violations] == ["update_mask", "update_mask"]
+    with pytest.raises(errors.InvalidArgument, match="nothing to update"):
+        resolve_update_mask([], allowed=allowed, populated=["id"])
+
+
+def test_money_rules() -> None:
+    violations = errors.Violations()
+    assert check_money("EUR", 1999, "price", violations) == Money("EUR", 1999)
+    check_money("eur", -1, "price", violations)
+    check_money("EURO", 10**11, "price", violations)
+    assert [v.field for v in violations.items] == [
+        "price.currency_code",
+        "price.amount_minor",
+        "price.currency_code",
+        "price.amount_minor",
+    ]
+    assert Money("USD", 250).times(3) == Money("USD", 750)
+
+
+def test_ids_are_unique_and_time_ordered() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and i[12] == "7" for i in ids)  # UUID version 7
+    # The first 48 bits are the creation millisecond: ids sort by creation time, and ids
+    # made within one millisecond sort randomly among themselves.
+    millis = [i[:12] for i in ids]
+    assert millis == sorted(millis)
+
+
+def test_error_mapping_carries_reason_and_field_violations() -> None:
+    error = errors.InvalidArgument([errors.FieldViolation("movie.title", "is required")])
+    rpc_status = status.to_rpc_status(error)
+    assert rpc_status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert status.bad_request_violations(rpc_status) == error.violations
+    info = error_details_pb2.ErrorInfo()
+    rpc_status.details[0].Unpack(info)
+    assert info.reason == "INVALID_ARGUMENT"
+    assert info.domain == "cinema.v1"
+    assert status.status_code_for(errors.NotFound("movie", "x")) == grpc.StatusCode.NOT_FOUND
+    assert status.status_code_for(errors.DomainError("?")) == grpc.StatusCode.INTERNAL
+    assert status.internal_status().message == "internal error"
+
+
+def _env(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
+    public = tmp_path / "key.pub.pem"
+    public.write_text("-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----\n")
+    return {"CINEMA_JWT_PUBLIC_KEY_FILE": str(public), **extra}
+
+
+def test_settings_defaults(tmp_path: pathlib.Path) -> None:
+    settings = Settings.from_env("movie", _env(tmp_path, CINEMA_DATA_DIR=str(tmp_path)))
+    assert settings.database_url == f"sqlite:///{tmp_path / 'movie.db'}"
+    assert settings.cast_service_addr == "127.0.0.1:8080"
+    assert settings.argon2.time_cost == 3  # production strength unless told otherwise
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"CAST_SERVICE_ADDR": "nohost"}, "CAST_SERVICE_ADDR"),
+        ({"CINEMA_GRACE_SECONDS": "soon"}, "CINEMA_GRACE_SECONDS"),
+        ({"CINEMA_DB_POOL_SIZE": "0"}, "CINEMA_DB_POOL_SIZE"),
+        ({"CINEMA_JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "CINEMA_JWT_PUBLIC_KEY_FILE"),
+        ({"CINEMA_LOG_FORMAT": "xml"}, "CINEMA_LOG_FORMAT"),
+    ],
+)
+def test_settings_errors_name_the_variable(
+    tmp_path: pathlib.Path, extra: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env("movie", _env(tmp_path, **extra))
+
+
+def test_settings_require_keys_and_paired_admin_credentials(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(SettingsError, match="CINEMA_JWT_PUBLIC_KEY"):
+        Settings.from_env("movie", {})
+    with pytest.raises(SettingsError, match="CINEMA_JWT_PRIVATE_KEY"):
+        Settings.from_env("user", _env(tmp_path))
+    private = tmp_path / "key.pem"
+    private.write_text("-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n")
+    env = _env(tmp_path, CINEMA_JWT_PRIVATE_KEY_FILE=str(private))
+    with pytest.raises(SettingsError, match="CINEMA_ADMIN_PASSWORD"):
+        Settings.from_env("user", {**env, "CINEMA_ADMIN_EMAIL": "admin@example.com"})
