@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-
 from cinema.v1 import cast_pb2, cast_pb2_grpc, money_pb2, movie_pb2, movie_pb2_grpc
+
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.processes import ServiceProcess, start_cinema_serve, tool
@@ -87,7 +87,7 @@ class SlowCastService(cast_pb2_grpc.CastServiceServicer):
 
 @pytest.fixture
 def slow_cast() -> Iterator[tuple[SlowCastService, int]]:
-    servicer = SlowCastService(delay=1.5)
+    servicer = SlowCastService(delay=1.5)  # type: ignore[abstract]  # only BatchGetCasts is needed
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
     cast_pb2_grpc.add_CastServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
