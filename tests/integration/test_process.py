@@ -17,6 +17,7 @@ from cinema.v1 import cast_pb2, cast_pb2_grpc, money_pb2, movie_pb2, movie_pb2_g
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.processes import ServiceProcess, start_cinema_serve, tool
+from tests.support.servers import service_settings, start_service
 from tests.support.tokens import SigningKeys
 
 
@@ -74,10 +75,12 @@ class SlowCastService(cast_pb2_grpc.CastServiceServicer):
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.called = threading.Event()
+        self.time_remaining: list[float | None] = []
 
     def BatchGetCasts(
         self, request: cast_pb2.BatchGetCastsRequest, context: grpc.ServicerContext
     ) -> cast_pb2.BatchGetCastsResponse:
+        self.time_remaining.append(context.time_remaining())
         self.called.set()
         time.sleep(self.delay)
         return cast_pb2.BatchGetCastsResponse(
@@ -144,3 +147,38 @@ def test_bad_settings_stop_the_process_with_the_variable_named(keys: SigningKeys
     assert result.returncode == 2
     assert "DATABASE_URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_outbound_calls_take_the_callers_remaining_time(
+    keys: SigningKeys, databases: DatabaseFactory, slow_cast: tuple[SlowCastService, int]
+) -> None:
+    servicer, cast_port = slow_cast
+    settings = service_settings(
+        "movie",
+        databases("movie_deadline"),
+        {**keys.env(), "CAST_SERVICE_ADDR": f"127.0.0.1:{cast_port}"},
+    )
+    movie = start_service("movie", settings)
+    try:
+        movies = movie_pb2_grpc.MovieServiceStub(movie.channel())
+        request = movie_pb2.CreateMovieRequest(
+            movie=movie_pb2.Movie(
+                title="Too slow",
+                cast_ids=["c1"],
+                price=money_pb2.Money(currency_code="USD", amount_minor=100),
+            )
+        )
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            movies.CreateMovie(request, metadata=keys.metadata("admin", Role.ADMIN), timeout=0.6)
+        elapsed = time.monotonic() - started
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert elapsed < 1.4, "the caller must not wait for the peer's own 5 s ceiling"
+        remaining = servicer.time_remaining[0]
+        assert remaining is not None
+        assert remaining <= 0.6, "the peer call must carry the caller's remaining time"
+        time.sleep(servicer.delay)  # let the slow peer answer; the movie must still not exist
+        listed = movies.ListMovies(movie_pb2.ListMoviesRequest()).movies
+        assert list(listed) == []
+    finally:
+        movie.stop()
