@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol, Self
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.cast.domain import Cast
 from services.cast.models import CastRow
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork
+from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, as_utc
 
 
 class CastRepository(Protocol):
@@ -39,18 +38,13 @@ class CastUnitOfWork(Protocol):
     def commit(self) -> None: ...
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; everything Cinema stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _to_domain(row: CastRow) -> Cast:
     return Cast(
         id=row.id,
         name=row.name,
         nationality=row.nationality,
-        create_time=_utc(row.create_time),
-        update_time=_utc(row.update_time),
+        create_time=as_utc(row.create_time),
+        update_time=as_utc(row.update_time),
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from services.cast.domain import BATCH_MAX, UPDATABLE_FIELDS, Cast, CastFields, check_fields
 from services.cast.repository import CastUnitOfWork
 from services.common import pagination
+from services.common.batch import check_batch_ids, in_request_order
 from services.common.errors import NotFound, Violations
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
@@ -102,15 +103,10 @@ class CastService:
 
     def batch_get_casts(self, cast_ids: Sequence[str]) -> list[Cast]:
         """The casts that exist among ``cast_ids``, in request order, each once."""
-        violations = Violations()
-        if len(cast_ids) > BATCH_MAX:
-            violations.add("ids", f"at most {BATCH_MAX} ids per call")
-        for index, cast_id in enumerate(cast_ids):
-            if not cast_id.strip():
-                violations.add(f"ids[{index}]", "must not be empty")
-        violations.raise_if_any()
-        if not cast_ids:
-            return []
-        with self._uow(read_only=True) as uow:
-            found = {c.id: c for c in uow.casts.get_many(cast_ids)}
-        return [found[i] for i in dict.fromkeys(cast_ids) if i in found]
+        check_batch_ids(cast_ids, BATCH_MAX)
+
+        def fetch(ids: Sequence[str]) -> dict[str, Cast]:
+            with self._uow(read_only=True) as uow:
+                return {c.id: c for c in uow.casts.get_many(ids)}
+
+        return in_request_order(cast_ids, fetch)

@@ -7,6 +7,7 @@ queue on the busy timeout instead of failing when a reader upgrades to a writer.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import pathlib
 from collections.abc import Callable
@@ -22,6 +23,11 @@ from services.common.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 _READ_ONLY = "cinema_read_only"
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite hands back naive ones)."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def is_sqlite(url: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -10,7 +9,7 @@ from typing import Any, Protocol, Self
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork
+from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, as_utc
 from services.common.money import Money
 from services.movie.domain import Movie
 from services.movie.models import Base, MovieCastRow, MovieGenreRow, MovieRow
@@ -47,11 +46,6 @@ _genres = Base.metadata.tables[MovieGenreRow.__tablename__]
 _casts = Base.metadata.tables[MovieCastRow.__tablename__]
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; everything Cinema stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _to_domain(row: Any) -> Movie:
     return Movie(
         id=row.id,
@@ -60,8 +54,8 @@ def _to_domain(row: Any) -> Movie:
         genres=tuple(row.genres),
         cast_ids=tuple(row.cast_ids),
         price=Money(row.price_currency, row.price_amount_minor),
-        create_time=_utc(row.create_time),
-        update_time=_utc(row.update_time),
+        create_time=as_utc(row.create_time),
+        update_time=as_utc(row.update_time),
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.common import pagination
+from services.common.batch import check_batch_ids, in_request_order
 from services.common.context import RequestContext
 from services.common.errors import NotFound, Violations
 from services.common.ids import new_id
@@ -163,15 +164,10 @@ class MovieService:
 
     def batch_get_movies(self, movie_ids: Sequence[str]) -> list[Movie]:
         """The movies that exist among ``movie_ids``, in request order, each once."""
-        violations = Violations()
-        if len(movie_ids) > BATCH_MAX:
-            violations.add("ids", f"at most {BATCH_MAX} ids per call")
-        for index, movie_id in enumerate(movie_ids):
-            if not movie_id.strip():
-                violations.add(f"ids[{index}]", "must not be empty")
-        violations.raise_if_any()
-        if not movie_ids:
-            return []
-        with self._uow(read_only=True) as uow:
-            found = {m.id: m for m in uow.movies.get_many(movie_ids)}
-        return [found[i] for i in dict.fromkeys(movie_ids) if i in found]
+        check_batch_ids(movie_ids, BATCH_MAX)
+
+        def fetch(ids: Sequence[str]) -> dict[str, Movie]:
+            with self._uow(read_only=True) as uow:
+                return {m.id: m for m in uow.movies.get_many(ids)}
+
+        return in_request_order(movie_ids, fetch)
