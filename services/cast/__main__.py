@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 
 import grpc
-from cinema.v1 import cast_pb2_grpc
 
+from cinema.v1 import cast_pb2_grpc
 from services.cast.repository import SqlAlchemyCastUnitOfWork
 from services.cast.service import CastService
 from services.cast.servicer import CastServicer

@@ -9,8 +9,8 @@ import asyncio
 from typing import Any
 
 import grpc
-from cinema.v1 import cast_pb2, cast_pb2_grpc
 
+from cinema.v1 import cast_pb2, cast_pb2_grpc
 from services.cast.domain import Cast, CastFields
 from services.cast.service import CastService
 from services.common.wire import populated_fields, timestamp

@@ -18,9 +18,9 @@ from functools import cache
 from typing import Any, TypeAlias
 
 import grpc
-from cinema.v1 import access_pb2
 from google.protobuf import descriptor_pool
 
+from cinema.v1 import access_pb2
 from services.common import errors, status
 from services.common.auth import TokenVerifier
 from services.common.context import Deadline, RequestContext

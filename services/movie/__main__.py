@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 
 import grpc
-from cinema.v1 import movie_pb2_grpc
 
+from cinema.v1 import movie_pb2_grpc
 from services.common import migrations
 from services.common.db import SessionFactories, make_engine, ping
 from services.common.peers import PeerChannel

@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Sequence
 
 from cinema.v1 import cast_pb2, cast_pb2_grpc
-
 from services.common.context import RequestContext
 from services.common.peers import PeerChannel
 from services.movie.domain import CastMember

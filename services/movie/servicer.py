@@ -9,8 +9,8 @@ import asyncio
 from typing import Any
 
 import grpc
-from cinema.v1 import cast_pb2, money_pb2, movie_pb2, movie_pb2_grpc
 
+from cinema.v1 import cast_pb2, money_pb2, movie_pb2, movie_pb2_grpc
 from services.common.interceptors import current_request
 from services.common.money import Money
 from services.common.wire import populated_fields, timestamp

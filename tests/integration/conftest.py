@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from cinema.v1 import cast_pb2_grpc, movie_pb2_grpc
 
+from cinema.v1 import cast_pb2_grpc, movie_pb2_grpc
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.servers import RunningService, service_settings, start_service

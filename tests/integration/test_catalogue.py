@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from cinema.v1 import cast_pb2, cast_pb2_grpc, money_pb2, movie_pb2, movie_pb2_grpc
 from google.protobuf import field_mask_pb2
 
+from cinema.v1 import cast_pb2, cast_pb2_grpc, money_pb2, movie_pb2, movie_pb2_grpc
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.integration.conftest import Catalogue

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from cinema.v1 import cast_pb2, cast_pb2_grpc, money_pb2, movie_pb2, movie_pb2_grpc
 
+from cinema.v1 import cast_pb2, cast_pb2_grpc, money_pb2, movie_pb2, movie_pb2_grpc
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.processes import ServiceProcess, start_cinema_serve, tool
