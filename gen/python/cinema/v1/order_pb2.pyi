@@ -131,6 +131,7 @@ class Payment(_message.Message):
     DECLINE_REASON_FIELD_NUMBER: _builtins.int
     PROVIDER_REFERENCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque identifier assigned by the server."""
     outcome: Global___PaymentOutcome.ValueType
@@ -139,6 +140,10 @@ class Payment(_message.Message):
     """The provider's reason for a decline; empty on success."""
     provider_reference: _builtins.str
     """The provider's reference for the attempt."""
+    request_id: _builtins.str
+    """The `request_id` of the PayOrder call that made the attempt, so a client retrying an
+    old call can tell which attempt was its own.
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """Amount charged or attempted."""
@@ -156,10 +161,11 @@ class Payment(_message.Message):
         decline_reason: _builtins.str = ...,
         provider_reference: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "decline_reason", b"decline_reason", "id", b"id", "outcome", b"outcome", "provider_reference", b"provider_reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "decline_reason", b"decline_reason", "id", b"id", "outcome", b"outcome", "provider_reference", b"provider_reference", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
