@@ -35,7 +35,11 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for ``url`` with the pool and pragmas Cinema relies on."""
+    """An engine for ``url`` with the pool and pragmas Cinema relies on.
+
+    ``hide_parameters``: a logged database error must never carry bound values (password
+    hashes, payment token hashes) into the logs.
+    """
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -45,11 +49,17 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=pool_size,
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        hide_parameters=True,
     )
 
 

@@ -66,11 +66,13 @@ class User(_message.Message):
     display_name: _builtins.str
     """Name shown to people, 1 to 100 characters."""
     role: Global___Role.ValueType
-    """What the account may do. Set by the server on registration; only an admin changes it."""
+    """What the account may do. Set by the server on registration (asking for ROLE_ADMIN
+    there is refused); only an admin changes it.
+    """
     password: _builtins.str
     """The password, 8 to 256 characters. Input only: never returned, logged or echoed."""
     current_password: _builtins.str
-    """The current password, needed to change `password`. Input only."""
+    """The current password, needed to change one's own password. Input only."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the account was created."""

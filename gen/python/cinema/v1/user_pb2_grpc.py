@@ -94,14 +94,18 @@ class UserServiceServicer:
 
     def UpdateUser(self, request, context):
         """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-        an admin. Changing `password` needs `current_password`; changing `role` needs an admin.
+        an admin. Changing one's own `password` needs `current_password` (missing or wrong:
+        INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
+        password does not. Changing `role` needs an admin. The last admin can be neither
+        demoted nor deleted (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """Deletes an account: the caller's own, or any for an admin.
+        """Deletes an account: the caller's own, or any for an admin. Never the last admin
+        (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

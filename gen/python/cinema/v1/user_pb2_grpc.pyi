@@ -41,10 +41,15 @@ class UserServiceStub:
     """Lists all accounts, oldest first, one page at a time. Admin only."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.UpdateUserResponse]
     """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-    an admin. Changing `password` needs `current_password`; changing `role` needs an admin.
+    an admin. Changing one's own `password` needs `current_password` (missing or wrong:
+    INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
+    password does not. Changing `role` needs an admin. The last admin can be neither
+    demoted nor deleted (FAILED_PRECONDITION).
     """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _user_pb2.DeleteUserResponse]
-    """Deletes an account: the caller's own, or any for an admin."""
+    """Deletes an account: the caller's own, or any for an admin. Never the last admin
+    (FAILED_PRECONDITION).
+    """
     Login: _grpc.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]
     """Exchanges an email and password for a signed access token. An unknown email and a
     wrong password give the same UNAUTHENTICATED error.
@@ -63,10 +68,15 @@ class UserServiceAsyncStub(UserServiceStub):
     """Lists all accounts, oldest first, one page at a time. Admin only."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.UpdateUserResponse]  # type: ignore[assignment]
     """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-    an admin. Changing `password` needs `current_password`; changing `role` needs an admin.
+    an admin. Changing one's own `password` needs `current_password` (missing or wrong:
+    INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
+    password does not. Changing `role` needs an admin. The last admin can be neither
+    demoted nor deleted (FAILED_PRECONDITION).
     """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _user_pb2.DeleteUserResponse]  # type: ignore[assignment]
-    """Deletes an account: the caller's own, or any for an admin."""
+    """Deletes an account: the caller's own, or any for an admin. Never the last admin
+    (FAILED_PRECONDITION).
+    """
     Login: _aio.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]  # type: ignore[assignment]
     """Exchanges an email and password for a signed access token. An unknown email and a
     wrong password give the same UNAUTHENTICATED error.
@@ -106,7 +116,10 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.UpdateUserResponse, _abc.Awaitable[_user_pb2.UpdateUserResponse]]:
         """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-        an admin. Changing `password` needs `current_password`; changing `role` needs an admin.
+        an admin. Changing one's own `password` needs `current_password` (missing or wrong:
+        INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
+        password does not. Changing `role` needs an admin. The last admin can be neither
+        demoted nor deleted (FAILED_PRECONDITION).
         """
 
     @_abc_1.abstractmethod
@@ -115,7 +128,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_pb2.DeleteUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.DeleteUserResponse, _abc.Awaitable[_user_pb2.DeleteUserResponse]]:
-        """Deletes an account: the caller's own, or any for an admin."""
+        """Deletes an account: the caller's own, or any for an admin. Never the last admin
+        (FAILED_PRECONDITION).
+        """
 
     @_abc_1.abstractmethod
     def Login(

@@ -1,0 +1,1 @@
+"""The user service: accounts, passwords and login (issues the access tokens)."""

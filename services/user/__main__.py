@@ -1,0 +1,109 @@
+"""Composition root of the user service: settings -> engine, password hasher, token issuer
+-> use cases -> first admin -> server.
+
+``cinema serve user`` (or ``python -m services.user``) runs it. The user service is the
+only one with the JWT private key (``CINEMA_JWT_PRIVATE_KEY_FILE`` or
+``CINEMA_JWT_PRIVATE_KEY``); it must be the pair of the public key every service verifies
+with (``CINEMA_JWT_PUBLIC_KEY_FILE``), which is checked here so that a mismatch stops the
+process at start instead of making every token fail later.
+
+When ``CINEMA_ADMIN_EMAIL`` and ``CINEMA_ADMIN_PASSWORD`` are set and no admin exists,
+the first admin is created here (see :meth:`UserService.ensure_first_admin`); with an
+admin in place they are ignored, whatever they say.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+
+from cinema.v1 import user_pb2_grpc
+from services.common import migrations
+from services.common.auth import TokenIssuer, key_id
+from services.common.db import SessionFactories, make_engine, ping
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.server import ServiceSpec
+from services.common.settings import Settings, SettingsError
+from services.user.passwords import PasswordHasher
+from services.user.repository import SqlAlchemyUserUnitOfWork
+from services.user.service import UserService
+from services.user.servicer import UserServicer
+
+FULL_NAME = "cinema.v1.UserService"
+
+
+def token_issuer(settings: Settings) -> TokenIssuer:
+    """The access-token signer; SettingsError when the key is missing or not the pair of
+    the public key."""
+    if settings.jwt_private_key_pem is None:
+        raise SettingsError("CINEMA_JWT_PRIVATE_KEY_FILE (or CINEMA_JWT_PRIVATE_KEY) is required")
+    try:
+        issuer = TokenIssuer(
+            settings.jwt_private_key_pem,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_seconds=settings.access_token_ttl_seconds,
+        )
+        private = serialization.load_pem_private_key(settings.jwt_private_key_pem, password=None)
+        public_pem = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        paired = key_id(public_pem) == key_id(settings.jwt_public_key_pem)
+    except ValueError as error:
+        raise SettingsError(f"CINEMA_JWT_PRIVATE_KEY / CINEMA_JWT_PUBLIC_KEY: {error}") from None
+    if not paired:
+        raise SettingsError(
+            "CINEMA_JWT_PRIVATE_KEY and CINEMA_JWT_PUBLIC_KEY are not a key pair: "
+            "tokens signed with one would not verify with the other"
+        )
+    return issuer
+
+
+def bootstrap_first_admin(service: UserService, settings: Settings) -> None:
+    """Create the first admin from the settings when they name one and none exists."""
+    if settings.admin_email is None or settings.admin_password is None:
+        return
+    try:
+        service.ensure_first_admin(settings.admin_email, settings.admin_password)
+    except InvalidArgument as error:
+        raise SettingsError(
+            "; ".join(f"{v.field} {v.description}" for v in error.violations)
+        ) from None
+    except FailedPrecondition as error:
+        raise SettingsError(error.message) from None
+
+
+def build(settings: Settings) -> ServiceSpec:
+    """Wire the user service: migrate, build the use cases, make the first admin."""
+    issuer = token_issuer(settings)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    try:
+        migrations.upgrade(engine, "user")
+        sessions = SessionFactories(engine)
+        service = UserService(
+            functools.partial(SqlAlchemyUserUnitOfWork, sessions),
+            PasswordHasher(settings.argon2),
+            issuer,
+        )
+        bootstrap_first_admin(service, settings)
+    except BaseException:
+        engine.dispose()
+        raise
+
+    def register(server: grpc.aio.Server) -> None:
+        user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(service), server)
+
+    return ServiceSpec(
+        full_name=FULL_NAME,
+        register=register,
+        database_ping=functools.partial(ping, engine),
+        close=engine.dispose,
+    )
+
+
+if __name__ == "__main__":
+    from services.cli import main
+
+    main(["serve", "user"])

@@ -1,0 +1,38 @@
+"""The user service's tables (SQLAlchemy 2.0). Only this service reads them.
+
+``email`` keeps the address as the person typed it; ``email_key`` is its lower-cased copy
+and carries the unique constraint, so two registrations racing with ``Bob@x`` and
+``bob@x`` are decided by the database, not by a check that both could pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import CheckConstraint, DateTime, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+EMAIL_KEY_CONSTRAINT = "uq_users_email_key"
+
+
+class Base(DeclarativeBase):
+    """Metadata of the user database."""
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("email_key", name=EMAIL_KEY_CONSTRAINT),
+        CheckConstraint("role IN ('user', 'admin')", name="ck_users_role"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    email_key: Mapped[str] = mapped_column(String(254))
+    display_name: Mapped[str] = mapped_column(String(100))
+    # Indexed: the first-admin check and the last-admin guard look admins up by role.
+    role: Mapped[str] = mapped_column(String(16), index=True)
+    # An argon2id PHC string; its length grows with the parameters, so no fixed limit.
+    password_hash: Mapped[str] = mapped_column(Text)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,348 @@
+"""Use cases of the user service. Each one is one transaction; errors are domain errors.
+
+Decisions a client can observe:
+
+* Registration always makes a ROLE_USER account. Asking for ROLE_ADMIN is refused with
+  INVALID_ARGUMENT on ``user.role`` rather than silently ignored, so a client never
+  believes it got a role it did not get; ROLE_USER or no role is accepted.
+* Changing one's own password needs ``current_password``: missing or wrong, it is
+  INVALID_ARGUMENT with a field violation on ``user.current_password`` (reason
+  CURRENT_PASSWORD_MISMATCH when wrong), so a form can point at the field; it is not
+  UNAUTHENTICATED, which would tell the client its token is bad. An admin resetting
+  somebody else's password does not know that password and needs no current one.
+* Only an admin changes a role, and only an admin whose stored role is still admin: a
+  demoted admin's unexpired token cannot promote anyone. Sending an account's role
+  unchanged (a client echoing the resource back) is no change and needs no admin.
+* The last admin can be neither deleted nor demoted (FAILED_PRECONDITION, reason
+  LAST_ADMIN): nobody could manage the shop afterwards.
+* Login gives the same UNAUTHENTICATED (reason INVALID_CREDENTIALS, same message) for an
+  unknown email and for a wrong password, after the same argon2 work.
+
+argon2 is deliberately slow, so hashes are computed before a write transaction opens
+(SQLite has one writer at a time). The one verification that needs the stored hash, the
+current password on a password change, runs inside the transaction so that the check and
+the write cannot be separated by a concurrent change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.common import pagination
+from services.common.auth import TokenIssuer
+from services.common.context import Principal, RequestContext, Role
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Violations,
+)
+from services.common.ids import new_id
+from services.common.masks import resolve_update_mask
+from services.user.domain import (
+    EMAIL_MAX,
+    PASSWORD_MAX,
+    UPDATABLE_FIELDS,
+    EmailTaken,
+    User,
+    UserFields,
+    check_email,
+    check_fields,
+    check_password,
+    email_key,
+)
+from services.user.passwords import PasswordHasher
+from services.user.repository import UserUnitOfWork
+
+logger = logging.getLogger(__name__)
+
+UnitOfWorkFactory = Callable[..., UserUnitOfWork]
+Clock = Callable[[], dt.datetime]
+
+FIRST_ADMIN_DISPLAY_NAME = "Administrator"
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[User]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class AccessGrant:
+    """A signed access token, when it expires, and how many seconds are left until then."""
+
+    access_token: str = field(repr=False)
+    expire_time: dt.datetime
+    expires_in: int
+
+
+def _require(value: str, field_path: str) -> None:
+    violations = Violations()
+    if not value.strip():
+        violations.add(field_path, "is required")
+    violations.raise_if_any()
+
+
+def _bad_credentials() -> Unauthenticated:
+    # One error for every way a login can fail on its credentials: telling an unknown
+    # email apart from a wrong password would let anyone probe who has an account.
+    return Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
+
+
+def _keep_an_admin(admin_ids: Sequence[str], user_id: str) -> None:
+    """Refuse to remove the admin role from ``user_id`` when it is the only admin."""
+    if list(admin_ids) == [user_id]:
+        raise FailedPrecondition(
+            "the last admin cannot be deleted or demoted; make another admin first",
+            reason="LAST_ADMIN",
+        )
+
+
+class UserService:
+    """Register, read, change and delete accounts; log in; make the first admin."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        passwords: PasswordHasher,
+        tokens: TokenIssuer,
+        clock: Clock = _utc_now,
+    ) -> None:
+        self._uow = uow
+        self._passwords = passwords
+        self._tokens = tokens
+        self._clock = clock
+
+    def create_user(self, fields: UserFields) -> User:
+        """Register an account with ROLE_USER; EmailTaken when the email is in use."""
+        violations = Violations()
+        clean = check_fields(fields, "user", violations)
+        if clean.role is not Role.USER:
+            violations.add(
+                "user.role",
+                "registration always gives ROLE_USER; an admin changes roles with UpdateUser",
+            )
+        violations.raise_if_any()
+        password_hash = self._passwords.hash(clean.password)
+        now = self._clock()
+        user = User(
+            id=new_id(),
+            email=clean.email,
+            display_name=clean.display_name,
+            role=Role.USER,
+            password_hash=password_hash,
+            create_time=now,
+            update_time=now,
+        )
+        with self._uow() as uow:
+            # Two registrations of one email at once: the unique constraint decides.
+            uow.users.add(user)
+            uow.commit()
+        return user
+
+    def get_user(self, user_id: str, context: RequestContext) -> User:
+        """The account: the caller's own, or any for an admin."""
+        _require(user_id, "id")
+        # Ownership before existence: a user learns nothing about other ids.
+        context.require_self_or_admin(user_id)
+        with self._uow(read_only=True) as uow:
+            user = uow.users.get(user_id)
+        if user is None:
+            raise NotFound("user", user_id)
+        return user
+
+    def list_users(self, page_size: int, page_token: str) -> UserPage:
+        """Accounts oldest first (ids are time-ordered); the RPC is admin-only."""
+        size = pagination.page_size(page_size)
+        after = pagination.decode_token(page_token, {})
+        with self._uow(read_only=True) as uow:
+            users = uow.users.list_page(after, size + 1)
+        more = len(users) > size
+        users = users[:size]
+        token = pagination.encode_token(users[-1].id, {}) if more else ""
+        return UserPage(users, token)
+
+    def update_user(
+        self,
+        user_id: str,
+        fields: UserFields,
+        mask: Sequence[str],
+        populated: Sequence[str],
+        context: RequestContext,
+    ) -> User:
+        """Change the fields named by ``mask`` (or every populated one) of an account."""
+        _require(user_id, "user.id")
+        principal = context.require_self_or_admin(user_id)
+        paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
+        violations = Violations()
+        clean = check_fields(fields, "user", violations, only=paths)
+        own_account = principal.subject == user_id
+        if "password" in paths and own_account and not fields.current_password:
+            violations.add("user.current_password", "is required to change the password")
+        violations.raise_if_any()
+        new_hash = self._passwords.hash(clean.password) if "password" in paths else None
+        with self._uow() as uow:
+            # Admin rows first, then the account: every transaction that touches roles
+            # takes its locks in the same order, so two of them cannot deadlock.
+            admin_ids = uow.users.lock_admin_ids() if "role" in paths else []
+            current = uow.users.get(user_id, for_update=True)
+            if current is None:
+                raise NotFound("user", user_id)
+            role = clean.role if "role" in paths else current.role
+            if role is not current.role:
+                self._check_role_change(principal, admin_ids, current)
+            if (
+                new_hash is not None
+                and own_account
+                and not self._passwords.verify(current.password_hash, fields.current_password)
+            ):
+                raise InvalidArgument(
+                    [
+                        FieldViolation(
+                            "user.current_password", "does not match the account's password"
+                        )
+                    ],
+                    reason="CURRENT_PASSWORD_MISMATCH",
+                )
+            updated = dataclasses.replace(
+                current,
+                email=clean.email if "email" in paths else current.email,
+                display_name=clean.display_name
+                if "display_name" in paths
+                else current.display_name,
+                role=role,
+                password_hash=new_hash if new_hash is not None else current.password_hash,
+                update_time=self._clock(),
+            )
+            uow.users.save(updated)
+            uow.commit()
+        return updated
+
+    @staticmethod
+    def _check_role_change(principal: Principal, admin_ids: Sequence[str], target: User) -> None:
+        # The stored role, not only the token's claim: the admin rows are locked, so the
+        # caller cannot be demoted while this runs, and a demoted admin's unexpired token
+        # cannot hand the role back to anyone.
+        if not principal.is_admin or principal.subject not in admin_ids:
+            raise PermissionDenied("only an admin may change a role", reason="ROLE_CHANGE_DENIED")
+        if target.is_admin:
+            _keep_an_admin(admin_ids, target.id)
+
+    def delete_user(self, user_id: str, context: RequestContext) -> None:
+        """Delete an account: the caller's own, or any for an admin; never the last admin."""
+        _require(user_id, "id")
+        context.require_self_or_admin(user_id)
+        with self._uow() as uow:
+            current = uow.users.get(user_id)
+            if current is None:
+                raise NotFound("user", user_id)
+            if current.is_admin:
+                _keep_an_admin(uow.users.lock_admin_ids(), user_id)
+            if not uow.users.delete(user_id):
+                raise NotFound("user", user_id)
+            uow.commit()
+
+    def login(self, email: str, password: str) -> AccessGrant:
+        """An access token for the account with ``email`` and ``password``.
+
+        Not one transaction on purpose: the lookup is a read, the argon2 verification
+        runs outside any transaction (it is slow, and must not hold a connection or
+        SQLite's write lock), and upgrading a hash made with old parameters is a short
+        write of its own that only swaps the hash it verified.
+        """
+        violations = Violations()
+        if not email.strip():
+            violations.add("email", "is required")
+        elif len(email.strip()) > EMAIL_MAX:
+            # No account can have it, so saying so reveals nothing about accounts.
+            violations.add("email", f"must be at most {EMAIL_MAX} characters")
+        if not password:
+            violations.add("password", "is required")
+        elif len(password) > PASSWORD_MAX:
+            violations.add("password", f"must be at most {PASSWORD_MAX} characters")
+        violations.raise_if_any()
+        with self._uow(read_only=True) as uow:
+            user = uow.users.get_by_email(email_key(email))
+        if user is None:
+            self._passwords.verify_dummy(password)
+            raise _bad_credentials()
+        if not self._passwords.verify(user.password_hash, password):
+            raise _bad_credentials()
+        if self._passwords.needs_rehash(user.password_hash):
+            self._upgrade_hash(user, password)
+        # Whole seconds, as in the token, so that expires_in is exactly the TTL.
+        now = self._clock().replace(microsecond=0)
+        issued = self._tokens.issue(user.id, user.role, now=now)
+        return AccessGrant(
+            access_token=issued.token,
+            expire_time=issued.expires_at,
+            expires_in=int((issued.expires_at - now).total_seconds()),
+        )
+
+    def _upgrade_hash(self, user: User, password: str) -> None:
+        new_hash = self._passwords.hash(password)
+        with self._uow() as uow:
+            # Only if nobody changed the password since it was verified.
+            if uow.users.replace_password_hash(user.id, user.password_hash, new_hash):
+                uow.commit()
+                logger.info("upgraded the password hash of user %s", user.id)
+
+    def ensure_first_admin(self, email: str, password: str) -> User | None:
+        """Create the admin ``email`` when no admin exists yet; the new admin or ``None``.
+
+        Safe when several replicas start at once: they all may see no admin, but only one
+        insert of the email passes the unique constraint; the others find the admin it
+        made. An email that belongs to an account that is not an admin is refused
+        (FailedPrecondition) rather than promoted: whoever registered it first, with a
+        password of their choosing, would otherwise become the admin. Bad values give
+        InvalidArgument with the environment variable as the field.
+        """
+        violations = Violations()
+        clean_email = check_email(email, "CINEMA_ADMIN_EMAIL", violations)
+        check_password(password, "CINEMA_ADMIN_PASSWORD", violations)
+        violations.raise_if_any()
+        if self._admin_exists():
+            return None
+        password_hash = self._passwords.hash(password)
+        now = self._clock()
+        admin = User(
+            id=new_id(),
+            email=clean_email,
+            display_name=FIRST_ADMIN_DISPLAY_NAME,
+            role=Role.ADMIN,
+            password_hash=password_hash,
+            create_time=now,
+            update_time=now,
+        )
+        try:
+            with self._uow() as uow:
+                if uow.users.admin_exists():
+                    return None
+                uow.users.add(admin)
+                uow.commit()
+        except EmailTaken:
+            if self._admin_exists():
+                return None  # another replica made it a moment ago
+            raise FailedPrecondition(
+                "CINEMA_ADMIN_EMAIL belongs to an existing account that is not an admin; "
+                "choose another email for the first admin",
+                reason="ADMIN_EMAIL_TAKEN",
+            ) from None
+        logger.info("created the first admin, user %s", admin.id)
+        return admin
+
+    def _admin_exists(self) -> bool:
+        with self._uow(read_only=True) as uow:
+            return uow.users.admin_exists()

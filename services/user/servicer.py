@@ -1,0 +1,114 @@
+"""gRPC servicer of cinema.v1.UserService: proto -> domain -> proto, nothing else.
+
+Use cases are blocking (SQLAlchemy, argon2), so each runs in the worker threads. The
+password fields are input only: :func:`user_to_proto` is the one way an account leaves
+the service, and it copies neither the password nor its hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from cinema.v1 import user_pb2, user_pb2_grpc
+from services.common.context import Role
+from services.common.interceptors import current_request
+from services.common.wire import populated_fields, timestamp
+from services.user.domain import User, UserFields
+from services.user.service import UserService
+
+_ROLES_TO_PROTO = {Role.USER: user_pb2.ROLE_USER, Role.ADMIN: user_pb2.ROLE_ADMIN}
+_ROLES_FROM_PROTO: dict[user_pb2.Role.ValueType, str] = {
+    user_pb2.ROLE_USER: Role.USER.value,
+    user_pb2.ROLE_ADMIN: Role.ADMIN.value,
+}
+
+AUTHORIZATION_SCHEME = "Bearer"  # what LoginResponse.token_type always says
+
+
+def user_to_proto(user: User) -> user_pb2.User:
+    return user_pb2.User(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        role=_ROLES_TO_PROTO[user.role],
+        create_time=timestamp(user.create_time),
+        update_time=timestamp(user.update_time),
+    )
+
+
+def _role(value: user_pb2.Role.ValueType) -> str:
+    # Proto3 enums are open: a number this service does not know reaches the domain as
+    # text, which refuses it with a field violation instead of guessing.
+    if value == user_pb2.ROLE_UNSPECIFIED:
+        return ""
+    return _ROLES_FROM_PROTO.get(value, str(value))
+
+
+def _fields(message: user_pb2.User) -> UserFields:
+    return UserFields(
+        email=message.email,
+        display_name=message.display_name,
+        password=message.password,
+        current_password=message.current_password,
+        role=_role(message.role),
+    )
+
+
+class UserServicer(user_pb2_grpc.UserServiceServicer):
+    def __init__(self, service: UserService) -> None:
+        self._service = service
+
+    async def CreateUser(
+        self, request: user_pb2.CreateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.CreateUserResponse:
+        user = await asyncio.to_thread(self._service.create_user, _fields(request.user))
+        return user_pb2.CreateUserResponse(user=user_to_proto(user))
+
+    async def GetUser(
+        self, request: user_pb2.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.GetUserResponse:
+        user = await asyncio.to_thread(self._service.get_user, request.id, current_request())
+        return user_pb2.GetUserResponse(user=user_to_proto(user))
+
+    async def ListUsers(
+        self, request: user_pb2.ListUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.ListUsersResponse:
+        page = await asyncio.to_thread(
+            self._service.list_users, request.page_size, request.page_token
+        )
+        return user_pb2.ListUsersResponse(
+            users=[user_to_proto(u) for u in page.users], next_page_token=page.next_page_token
+        )
+
+    async def UpdateUser(
+        self, request: user_pb2.UpdateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.UpdateUserResponse:
+        user = await asyncio.to_thread(
+            self._service.update_user,
+            request.user.id,
+            _fields(request.user),
+            list(request.update_mask.paths),
+            populated_fields(request.user),
+            current_request(),
+        )
+        return user_pb2.UpdateUserResponse(user=user_to_proto(user))
+
+    async def DeleteUser(
+        self, request: user_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.DeleteUserResponse:
+        await asyncio.to_thread(self._service.delete_user, request.id, current_request())
+        return user_pb2.DeleteUserResponse()
+
+    async def Login(
+        self, request: user_pb2.LoginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.LoginResponse:
+        grant = await asyncio.to_thread(self._service.login, request.email, request.password)
+        return user_pb2.LoginResponse(
+            access_token=grant.access_token,
+            token_type=AUTHORIZATION_SCHEME,
+            expire_time=timestamp(grant.expire_time),
+            expires_in=grant.expires_in,
+        )
