@@ -4,6 +4,10 @@
   runs); settings from the environment (see the README).
 * ``cinema migrate SERVICE``: apply the service's migrations and exit (``serve`` applies
   them at start too).
+* ``cinema up [--port 8080] [--admin-port 9901] [--replicas 2] [--data-dir DIR]``: the
+  whole system on this machine (see :mod:`services.launcher`).
+* ``cinema gateway-sidecar``: reflection and ``/healthz`` for the gateway
+  (see :mod:`gateway.sidecar`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,36 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=50051, help="port to bind (0: any free one)")
     migrate = commands.add_parser("migrate", help="apply a service's database migrations")
     migrate.add_argument("service", choices=SERVICES)
+    up = commands.add_parser(
+        "up",
+        help="run the whole system on this machine: Envoy and every service",
+        description="Envoy on --port and every service with --replicas processes. SQLite "
+        "files in --data-dir unless database URLs are given (--database-url SERVICE=URL or "
+        "MOVIE_DATABASE_URL, CAST_DATABASE_URL, USER_DATABASE_URL, ORDER_DATABASE_URL).",
+    )
+    up.add_argument("--port", type=int, default=8080, help="public port (default 8080)")
+    up.add_argument("--admin-port", type=int, default=9901, help="Envoy admin, loopback only")
+    up.add_argument("--replicas", type=int, default=2, help="processes per service (default 2)")
+    up.add_argument("--data-dir", default="cinema-data", help="databases, keys, logs")
+    up.add_argument(
+        "--listen", default="127.0.0.1", help="address of the public port (0.0.0.0: all)"
+    )
+    up.add_argument(
+        "--database-url", action="append", default=[], metavar="SERVICE=URL",
+        help="run SERVICE on this SQLAlchemy URL (repeat per service)",
+    )  # fmt: skip
+    # Listed for --help; its arguments are parsed by gateway.sidecar itself (see main).
+    commands.add_parser("gateway-sidecar", help="the gateway's reflection and /healthz companion")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["gateway-sidecar"]:
+        from gateway import sidecar
+
+        raise SystemExit(sidecar.main(arguments[1:]))
+    args = _parser().parse_args(arguments)
     try:
         if args.command == "serve":
             from services.common.server import serve
@@ -43,6 +72,29 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = Settings.from_env(args.service)
             logs.configure(args.service, log_format=settings.log_format)
             migrations.upgrade(make_engine(settings.database_url), args.service)
+        elif args.command == "up":
+            import os
+            import pathlib
+
+            from services import launcher
+
+            if args.replicas < 1:
+                raise SettingsError("--replicas must be at least 1")
+            try:
+                urls = launcher.database_urls_from_env(os.environ)
+                urls.update(launcher.parse_database_urls(args.database_url))
+            except ValueError as error:
+                raise SettingsError(str(error)) from None
+            options = launcher.Options(
+                port=args.port,
+                admin_port=args.admin_port,
+                replicas=args.replicas,
+                data_dir=pathlib.Path(args.data_dir),
+                database_urls=urls,
+                listen_address=args.listen,
+            )
+            raise SystemExit(launcher.run(options))
+
     except SettingsError as error:
         print(f"cinema: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 
 from cinema.v1 import cast_pb2, cast_pb2_grpc
 from services.cast.domain import Cast, CastFields
@@ -39,15 +40,15 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
 
     async def CreateCast(
         self, request: cast_pb2.CreateCastRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> cast_pb2.CreateCastResponse:
+    ) -> cast_pb2.Cast:
         cast = await asyncio.to_thread(self._service.create_cast, _fields(request.cast))
-        return cast_pb2.CreateCastResponse(cast=cast_to_proto(cast))
+        return cast_to_proto(cast)
 
     async def GetCast(
         self, request: cast_pb2.GetCastRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> cast_pb2.GetCastResponse:
+    ) -> cast_pb2.Cast:
         cast = await asyncio.to_thread(self._service.get_cast, request.id)
-        return cast_pb2.GetCastResponse(cast=cast_to_proto(cast))
+        return cast_to_proto(cast)
 
     async def ListCasts(
         self, request: cast_pb2.ListCastsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -61,7 +62,7 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
 
     async def UpdateCast(
         self, request: cast_pb2.UpdateCastRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> cast_pb2.UpdateCastResponse:
+    ) -> cast_pb2.Cast:
         cast = await asyncio.to_thread(
             self._service.update_cast,
             request.cast.id,
@@ -69,13 +70,13 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
             list(request.update_mask.paths),
             populated_fields(request.cast),
         )
-        return cast_pb2.UpdateCastResponse(cast=cast_to_proto(cast))
+        return cast_to_proto(cast)
 
     async def DeleteCast(
         self, request: cast_pb2.DeleteCastRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> cast_pb2.DeleteCastResponse:
+    ) -> empty_pb2.Empty:
         await asyncio.to_thread(self._service.delete_cast, request.id)
-        return cast_pb2.DeleteCastResponse()
+        return empty_pb2.Empty()
 
     async def BatchGetCasts(
         self, request: cast_pb2.BatchGetCastsRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 
 from cinema.v1 import cast_pb2, money_pb2, movie_pb2, movie_pb2_grpc
 from services.common.interceptors import current_request
@@ -73,20 +74,20 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
 
     async def CreateMovie(
         self, request: movie_pb2.CreateMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> movie_pb2.CreateMovieResponse:
+    ) -> movie_pb2.Movie:
         movie = await asyncio.to_thread(
             self._service.create_movie, _fields(request.movie), current_request()
         )
-        return movie_pb2.CreateMovieResponse(movie=movie_to_proto(movie))
+        return movie_to_proto(movie)
 
     async def GetMovie(
         self, request: movie_pb2.GetMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> movie_pb2.GetMovieResponse:
+    ) -> movie_pb2.Movie:
         view = _VIEWS.get(request.view, MovieView.BASIC)
         found = await asyncio.to_thread(
             self._service.get_movie, request.id, view, current_request()
         )
-        return movie_pb2.GetMovieResponse(movie=movie_to_proto(found.movie, found.cast_members))
+        return movie_to_proto(found.movie, found.cast_members)
 
     async def ListMovies(
         self, request: movie_pb2.ListMoviesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -104,7 +105,7 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
 
     async def UpdateMovie(
         self, request: movie_pb2.UpdateMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> movie_pb2.UpdateMovieResponse:
+    ) -> movie_pb2.Movie:
         movie = await asyncio.to_thread(
             self._service.update_movie,
             request.movie.id,
@@ -113,13 +114,13 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
             populated_fields(request.movie),
             current_request(),
         )
-        return movie_pb2.UpdateMovieResponse(movie=movie_to_proto(movie))
+        return movie_to_proto(movie)
 
     async def DeleteMovie(
         self, request: movie_pb2.DeleteMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> movie_pb2.DeleteMovieResponse:
+    ) -> empty_pb2.Empty:
         await asyncio.to_thread(self._service.delete_movie, request.id)
-        return movie_pb2.DeleteMovieResponse()
+        return empty_pb2.Empty()
 
     async def BatchGetMovies(
         self, request: movie_pb2.BatchGetMoviesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -87,18 +87,18 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def CreateOrder(
         self, request: order_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> order_pb2.CreateOrderResponse:
+    ) -> order_pb2.Order:
         items = [ItemRequest(i.movie_id, i.quantity) for i in request.order.items]
         order = await asyncio.to_thread(
             self._service.create_order, items, request.request_id, current_request()
         )
-        return order_pb2.CreateOrderResponse(order=order_to_proto(order))
+        return order_to_proto(order)
 
     async def GetOrder(
         self, request: order_pb2.GetOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> order_pb2.GetOrderResponse:
+    ) -> order_pb2.Order:
         order = await asyncio.to_thread(self._service.get_order, request.id, current_request())
-        return order_pb2.GetOrderResponse(order=order_to_proto(order))
+        return order_to_proto(order)
 
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -117,7 +117,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def PayOrder(
         self, request: order_pb2.PayOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> order_pb2.PayOrderResponse:
+    ) -> order_pb2.Order:
         order = await asyncio.to_thread(
             self._service.pay_order,
             request.id,
@@ -125,10 +125,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             request.request_id,
             current_request(),
         )
-        return order_pb2.PayOrderResponse(order=order_to_proto(order))
+        return order_to_proto(order)
 
     async def CancelOrder(
         self, request: order_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> order_pb2.CancelOrderResponse:
+    ) -> order_pb2.Order:
         order = await asyncio.to_thread(self._service.cancel_order, request.id, current_request())
-        return order_pb2.CancelOrderResponse(order=order_to_proto(order))
+        return order_to_proto(order)

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 
 from cinema.v1 import user_pb2, user_pb2_grpc
 from services.common.context import Role
@@ -63,15 +64,15 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
 
     async def CreateUser(
         self, request: user_pb2.CreateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.CreateUserResponse:
+    ) -> user_pb2.User:
         user = await asyncio.to_thread(self._service.create_user, _fields(request.user))
-        return user_pb2.CreateUserResponse(user=user_to_proto(user))
+        return user_to_proto(user)
 
     async def GetUser(
         self, request: user_pb2.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.GetUserResponse:
+    ) -> user_pb2.User:
         user = await asyncio.to_thread(self._service.get_user, request.id, current_request())
-        return user_pb2.GetUserResponse(user=user_to_proto(user))
+        return user_to_proto(user)
 
     async def ListUsers(
         self, request: user_pb2.ListUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -85,7 +86,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
 
     async def UpdateUser(
         self, request: user_pb2.UpdateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.UpdateUserResponse:
+    ) -> user_pb2.User:
         user = await asyncio.to_thread(
             self._service.update_user,
             request.user.id,
@@ -94,13 +95,13 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             populated_fields(request.user),
             current_request(),
         )
-        return user_pb2.UpdateUserResponse(user=user_to_proto(user))
+        return user_to_proto(user)
 
     async def DeleteUser(
         self, request: user_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.DeleteUserResponse:
+    ) -> empty_pb2.Empty:
         await asyncio.to_thread(self._service.delete_user, request.id, current_request())
-        return user_pb2.DeleteUserResponse()
+        return empty_pb2.Empty()
 
     async def Login(
         self, request: user_pb2.LoginRequest, context: grpc.aio.ServicerContext[Any, Any]

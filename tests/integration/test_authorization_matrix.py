@@ -121,20 +121,20 @@ class World:
             user_pb2.CreateUserRequest(
                 user=user_pb2.User(email=email, display_name="Matrix", password=PASSWORD)
             )
-        ).user
+        )
         token = self.users.Login(user_pb2.LoginRequest(email=email, password=PASSWORD))
         return Account(user.id, email, token.access_token)
 
     def new_movie(self) -> str:
         return self.movies.CreateMovie(
             movie_pb2.CreateMovieRequest(movie=movie()), metadata=self.admin.metadata
-        ).movie.id
+        ).id
 
     def new_cast(self) -> str:
         return self.casts.CreateCast(
             cast_pb2.CreateCastRequest(cast=cast_pb2.Cast(name="Matrix Cast")),
             metadata=self.admin.metadata,
-        ).cast.id
+        ).id
 
     def new_order(self, buyer: Account) -> str:
         """A PENDING order of one copy of the world's movie, bought by ``buyer``."""
@@ -142,7 +142,7 @@ class World:
             order=order_pb2.Order(items=[order_pb2.OrderItem(movie_id=self.movie_id, quantity=1)]),
             request_id=uuid.uuid4().hex,
         )
-        return self.orders.CreateOrder(request, metadata=buyer.metadata).order.id
+        return self.orders.CreateOrder(request, metadata=buyer.metadata).id
 
     def caller(self, kind: str) -> As:
         """The metadata of ``kind`` of caller, for a call on ``owner``'s account."""

@@ -25,7 +25,7 @@ def new_cast(catalogue: Catalogue, name: str, nationality: str | None = None) ->
         cast.nationality = nationality
     return catalogue.casts.CreateCast(
         cast_pb2.CreateCastRequest(cast=cast), metadata=catalogue.admin
-    ).cast
+    )
 
 
 def new_movie(catalogue: Catalogue, **fields: object) -> movie_pb2.Movie:
@@ -39,7 +39,7 @@ def new_movie(catalogue: Catalogue, **fields: object) -> movie_pb2.Movie:
             setattr(movie, name, value)
     return catalogue.movies.CreateMovie(
         movie_pb2.CreateMovieRequest(movie=movie), metadata=catalogue.admin
-    ).movie
+    )
 
 
 def expect_error(call: object, code: grpc.StatusCode) -> dict[str, str]:
@@ -60,7 +60,7 @@ def test_cast_create_get_update_delete(catalogue: Catalogue) -> None:
     assert created.create_time.seconds > 0 and created.update_time == created.create_time
 
     fetched = catalogue.casts.GetCast(cast_pb2.GetCastRequest(id=created.id))
-    assert fetched.cast == created
+    assert fetched == created
 
     updated = catalogue.casts.UpdateCast(
         cast_pb2.UpdateCastRequest(
@@ -68,7 +68,7 @@ def test_cast_create_get_update_delete(catalogue: Catalogue) -> None:
             update_mask=field_mask_pb2.FieldMask(paths=["name"]),
         ),
         metadata=catalogue.admin,
-    ).cast
+    )
     assert updated.name == "S. Weaver" and updated.nationality == "American"
     assert updated.update_time.ToNanoseconds() >= created.update_time.ToNanoseconds()
 
@@ -95,7 +95,7 @@ def test_cast_nationality_is_optional_and_can_be_cleared(catalogue: Catalogue) -
             update_mask=field_mask_pb2.FieldMask(paths=["nationality"]),
         ),
         metadata=catalogue.admin,
-    ).cast
+    )
     assert not cleared.HasField("nationality")
 
 
@@ -140,7 +140,7 @@ def test_cast_update_mask_is_checked(catalogue: Catalogue) -> None:
         ),
         grpc.StatusCode.NOT_FOUND,
     )
-    unchanged = catalogue.casts.GetCast(cast_pb2.GetCastRequest(id=created.id)).cast
+    unchanged = catalogue.casts.GetCast(cast_pb2.GetCastRequest(id=created.id))
     assert unchanged.name == "Masked"
 
 
@@ -199,11 +199,11 @@ def test_movie_create_and_get_basic_and_full(catalogue: Catalogue) -> None:
     assert movie.price == usd(999)
     assert not movie.cast_members
 
-    basic = catalogue.movies.GetMovie(movie_pb2.GetMovieRequest(id=movie.id)).movie
+    basic = catalogue.movies.GetMovie(movie_pb2.GetMovieRequest(id=movie.id))
     assert basic == movie
     full = catalogue.movies.GetMovie(
         movie_pb2.GetMovieRequest(id=movie.id, view=movie_pb2.MOVIE_VIEW_FULL)
-    ).movie
+    )
     assert [c.name for c in full.cast_members] == ["Ripley", "Ash"]
     assert full.cast_members[0] == ripley
 
@@ -268,7 +268,7 @@ def test_movie_partial_update(catalogue: Catalogue) -> None:
             movie=movie_pb2.Movie(id=movie.id, title="After", cast_ids=[cast.id])
         ),
         metadata=catalogue.admin,
-    ).movie
+    )
     assert updated.title == "After" and list(updated.cast_ids) == [cast.id]
     assert list(updated.genres) == ["Drama"] and updated.price == movie.price
     # A path in the mask with an empty value clears the field.
@@ -278,7 +278,7 @@ def test_movie_partial_update(catalogue: Catalogue) -> None:
             update_mask=field_mask_pb2.FieldMask(paths=["genres"]),
         ),
         metadata=catalogue.admin,
-    ).movie
+    )
     assert list(cleared.genres) == [] and cleared.title == "After"
 
 
@@ -316,7 +316,7 @@ def test_movie_update_checks_mask_price_and_casts(catalogue: Catalogue) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "update_mask" in violations
-    after = catalogue.movies.GetMovie(movie_pb2.GetMovieRequest(id=movie.id)).movie
+    after = catalogue.movies.GetMovie(movie_pb2.GetMovieRequest(id=movie.id))
     assert after == movie, "a refused update changes nothing"
 
 
@@ -396,12 +396,8 @@ def test_cast_service_down_gives_unavailable_and_writes_nothing(
     )
     try:
         admin = keys.metadata("admin", Role.ADMIN)
-        someone = (
-            cast_pb2_grpc.CastServiceStub(cast.channel())
-            .CreateCast(
-                cast_pb2.CreateCastRequest(cast=cast_pb2.Cast(name="Soon gone")), metadata=admin
-            )
-            .cast
+        someone = cast_pb2_grpc.CastServiceStub(cast.channel()).CreateCast(
+            cast_pb2.CreateCastRequest(cast=cast_pb2.Cast(name="Soon gone")), metadata=admin
         )
         cast.stop()
         movies = movie_pb2_grpc.MovieServiceStub(movie.channel())

@@ -74,7 +74,7 @@ class Shop:
             user_pb2.CreateUserRequest(
                 user=user_pb2.User(email=email, display_name="Buyer", password=PASSWORD)
             )
-        ).user
+        )
         return Buyer(user.id, self.keys.metadata(user.id))
 
     def new_movie(self, title: str, amount: int, currency: str = "USD") -> movie_pb2.Movie:
@@ -85,7 +85,7 @@ class Shop:
         )
         return self.movies.CreateMovie(
             movie_pb2.CreateMovieRequest(movie=movie), metadata=self.admin
-        ).movie
+        )
 
     def order_service(self, **env: str) -> RunningService:
         """Another order replica on the same database, with its own peer settings."""
@@ -168,7 +168,7 @@ def create(
     request = order_pb2.CreateOrderRequest(
         order=order_pb2.Order(items=lines), request_id=request_id or uuid.uuid4().hex
     )
-    return stub.CreateOrder(request, metadata=buyer.metadata, timeout=timeout).order
+    return stub.CreateOrder(request, metadata=buyer.metadata, timeout=timeout)
 
 
 def pay(
@@ -181,17 +181,17 @@ def pay(
     request = order_pb2.PayOrderRequest(
         id=order_id, payment_token=payment_token, request_id=request_id or uuid.uuid4().hex
     )
-    return shop.orders.PayOrder(request, metadata=metadata, timeout=30).order
+    return shop.orders.PayOrder(request, metadata=metadata, timeout=30)
 
 
 def cancel(shop: Shop, order_id: str, metadata: Metadata) -> order_pb2.Order:
     request = order_pb2.CancelOrderRequest(id=order_id)
-    return shop.orders.CancelOrder(request, metadata=metadata, timeout=30).order
+    return shop.orders.CancelOrder(request, metadata=metadata, timeout=30)
 
 
 def get(shop: Shop, order_id: str, metadata: Metadata) -> order_pb2.Order:
     request = order_pb2.GetOrderRequest(id=order_id)
-    return shop.orders.GetOrder(request, metadata=metadata, timeout=30).order
+    return shop.orders.GetOrder(request, metadata=metadata, timeout=30)
 
 
 def failure(call: Callable[[], object], code: grpc.StatusCode) -> CallError:
@@ -230,7 +230,7 @@ def test_register_log_in_order_pay_and_list(
             request_id="story-1",
         ),
         metadata=metadata,
-    ).order
+    )
     assert order.status == PENDING and order.total.amount_minor == 2499
 
     paid = pay(shop, order.id, metadata, request_id="story-pay-1")
@@ -501,7 +501,7 @@ def test_pay_order_is_idempotent_per_request_id(
     request = order_pb2.PayOrderRequest(
         id=order.id, payment_token="tok_chargeDeclined", request_id="attempt-1"
     )
-    again = shop.replica_stubs[1].PayOrder(request, metadata=buyer.metadata).order
+    again = shop.replica_stubs[1].PayOrder(request, metadata=buyer.metadata)
     assert again == declined
     error = failure(
         lambda: pay(shop, order.id, buyer.metadata, "tok_visa", "attempt-1"),
@@ -668,7 +668,7 @@ def test_movie_service_down_leaves_no_order(shop: Shop) -> None:
                 )
             ),
             metadata=shop.admin,
-        ).movie
+        )
         stub = order_pb2_grpc.OrderServiceStub(order.channel())
         buyer = shop.new_buyer()
         assert create(stub, buyer, items((alien, 1))).status == PENDING

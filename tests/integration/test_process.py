@@ -56,12 +56,12 @@ def test_grpcurl_lists_describes_and_calls_through_reflection(
         movie_process.address, "cinema.v1.MovieService/CreateMovie",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
-    movie = json.loads(created.stdout)["movie"]
+    movie = json.loads(created.stdout)
     fetched = grpcurl(
         "-d", json.dumps({"id": movie["id"]}),
         movie_process.address, "cinema.v1.MovieService/GetMovie",
     )  # fmt: skip
-    assert json.loads(fetched.stdout)["movie"]["title"] == "Heat"
+    assert json.loads(fetched.stdout)["title"] == "Heat"
 
     refused = grpcurl(
         "-d", json.dumps(body), movie_process.address, "cinema.v1.MovieService/CreateMovie"
@@ -127,7 +127,7 @@ def test_sigterm_lets_the_call_in_flight_finish(
         )
         assert servicer.called.wait(10), "the call never reached the cast peer"
         process.process.send_signal(15)  # SIGTERM while the call waits on its peer
-        created = future.result(timeout=20).movie
+        created = future.result(timeout=20)
     assert created.title == "In flight"
     assert list(created.cast_ids) == ["c1"]
     assert process.process.wait(timeout=20) == 0

@@ -61,7 +61,7 @@ class Accounts:
             user_pb2.CreateUserRequest(
                 user=user_pb2.User(email=email, display_name=display_name, password=password)
             )
-        ).user
+        )
 
     def login(self, email: str, password: str = PASSWORD) -> user_pb2.LoginResponse:
         return self.users.Login(user_pb2.LoginRequest(email=email, password=password))
@@ -127,7 +127,7 @@ def test_register_returns_the_account_and_no_secret(accounts: Accounts) -> None:
     assert user.create_time.seconds > 0 and user.update_time == user.create_time
     assert user.password == "" and user.current_password == ""
     fetched = accounts.users.GetUser(user_pb2.GetUserRequest(id=user.id), metadata=accounts.admin)
-    assert fetched.user == user
+    assert fetched == user
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,7 @@ def test_register_accepts_an_explicit_user_role(accounts: Accounts) -> None:
                 role=user_pb2.ROLE_USER,
             )
         )
-    ).user
+    )
     assert user.role == user_pb2.ROLE_USER
 
 
@@ -229,7 +229,7 @@ def test_login_gives_a_bearer_token_for_the_account(accounts: Accounts, keys: Si
     mine = accounts.users.GetUser(
         user_pb2.GetUserRequest(id=user.id), metadata=bearer(reply.access_token)
     )
-    assert mine.user == user
+    assert mine == user
 
 
 def test_unknown_email_and_wrong_password_fail_alike(accounts: Accounts) -> None:
@@ -264,7 +264,7 @@ def test_the_login_token_works_against_another_service(accounts: Accounts) -> No
     cast = accounts.casts.CreateCast(
         cast_pb2.CreateCastRequest(cast=cast_pb2.Cast(name="Made by the first admin")),
         metadata=accounts.admin,
-    ).cast
+    )
     assert cast.id
     _, user = accounts.session()
     expect_error(
@@ -316,7 +316,7 @@ def test_no_password_or_hash_in_any_response_error_or_log(
                 )
             )
         ),
-    ).user
+    )
     login = answer(
         "Login", lambda: users.Login.with_call(user_pb2.LoginRequest(email=email, password=old))
     )
@@ -413,11 +413,11 @@ def test_update_own_display_name(accounts: Accounts) -> None:
     updated = accounts.users.UpdateUser(
         user_pb2.UpdateUserRequest(user=user_pb2.User(id=user.id, display_name="  New Name ")),
         metadata=mine,
-    ).user
+    )
     assert updated.display_name == "New Name"
     assert updated.email == user.email and updated.role == user.role
     assert updated.update_time.ToNanoseconds() >= user.update_time.ToNanoseconds()
-    fetched = accounts.users.GetUser(user_pb2.GetUserRequest(id=user.id), metadata=mine).user
+    fetched = accounts.users.GetUser(user_pb2.GetUserRequest(id=user.id), metadata=mine)
     assert fetched == updated
     error = expect_error(
         lambda: accounts.users.UpdateUser(
@@ -458,7 +458,7 @@ def test_change_email_keeps_it_unique(accounts: Accounts) -> None:
     recased = accounts.users.UpdateUser(
         user_pb2.UpdateUserRequest(user=user_pb2.User(id=user.id, email=user.email.upper())),
         metadata=mine,
-    ).user
+    )
     assert recased.email == user.email.upper()
     assert accounts.login(user.email).access_token
 
@@ -473,7 +473,7 @@ def test_change_password_needs_the_current_one(accounts: Accounts) -> None:
                 update_mask=field_mask_pb2.FieldMask(paths=["password"]),
             ),
             metadata=mine,
-        ).user
+        )
 
     missing = expect_error(lambda: change(""), grpc.StatusCode.INVALID_ARGUMENT)
     assert set(missing.violations) == {"user.current_password"}
@@ -512,7 +512,7 @@ def test_only_an_admin_changes_a_role(accounts: Accounts, keys: SigningKeys) -> 
                 update_mask=field_mask_pb2.FieldMask(paths=["role"]),
             ),
             metadata=metadata,
-        ).user
+        )
 
     error = expect_error(
         lambda: set_role(user_pb2.ROLE_ADMIN, mine), grpc.StatusCode.PERMISSION_DENIED
@@ -526,7 +526,7 @@ def test_only_an_admin_changes_a_role(accounts: Accounts, keys: SigningKeys) -> 
             )
         ),
         metadata=mine,
-    ).user
+    )
     assert echoed.display_name == "Echo" and echoed.role == user_pb2.ROLE_USER
 
     assert set_role(user_pb2.ROLE_ADMIN, accounts.admin).role == user_pb2.ROLE_ADMIN
@@ -565,16 +565,14 @@ def test_users_cannot_touch_each_other_but_an_admin_can(accounts: Accounts) -> N
             ),
             grpc.StatusCode.PERMISSION_DENIED,
         )
-    assert (
-        accounts.users.GetUser(user_pb2.GetUserRequest(id=bob.id), metadata=bob_token).user == bob
-    )
+    assert accounts.users.GetUser(user_pb2.GetUserRequest(id=bob.id), metadata=bob_token) == bob
 
     admin = accounts.admin
-    assert accounts.users.GetUser(user_pb2.GetUserRequest(id=ann.id), metadata=admin).user == ann
+    assert accounts.users.GetUser(user_pb2.GetUserRequest(id=ann.id), metadata=admin) == ann
     renamed = accounts.users.UpdateUser(
         user_pb2.UpdateUserRequest(user=user_pb2.User(id=ann.id, display_name="Renamed")),
         metadata=admin,
-    ).user
+    )
     assert renamed.display_name == "Renamed"
     accounts.users.DeleteUser(user_pb2.DeleteUserRequest(id=ann.id), metadata=admin)
     expect_error(
@@ -715,7 +713,7 @@ def test_the_last_admin_can_be_neither_deleted_nor_demoted(
             user_pb2.CreateUserRequest(
                 user=user_pb2.User(email="deputy@cinema.test", display_name="D", password=PASSWORD)
             )
-        ).user
+        )
         users.UpdateUser(
             user_pb2.UpdateUserRequest(
                 user=user_pb2.User(id=deputy.id, role=user_pb2.ROLE_ADMIN),
@@ -800,7 +798,7 @@ def test_two_admins_removing_each_other_at_once_leave_one(
                 user_pb2.CreateUserRequest(
                     user=user_pb2.User(email=email, display_name="Duel", password=PASSWORD)
                 )
-            ).user
+            )
             users.UpdateUser(
                 user_pb2.UpdateUserRequest(
                     user=user_pb2.User(id=challenger.id, role=user_pb2.ROLE_ADMIN),
@@ -835,14 +833,10 @@ def test_login_upgrades_a_hash_when_the_parameters_change(
     url = databases("user_rehash")
     service = start_user_service(keys, url, admin=None)
     try:
-        user = (
-            user_pb2_grpc.UserServiceStub(service.channel())
-            .CreateUser(
-                user_pb2.CreateUserRequest(
-                    user=user_pb2.User(email="old@cinema.test", display_name="O", password=PASSWORD)
-                )
+        user = user_pb2_grpc.UserServiceStub(service.channel()).CreateUser(
+            user_pb2.CreateUserRequest(
+                user=user_pb2.User(email="old@cinema.test", display_name="O", password=PASSWORD)
             )
-            .user
         )
     finally:
         service.stop()

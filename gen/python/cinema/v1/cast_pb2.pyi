@@ -89,30 +89,6 @@ class CreateCastRequest(_message.Message):
 Global___CreateCastRequest: _TypeAlias = CreateCastRequest  # noqa: Y015
 
 @_typing.final
-class CreateCastResponse(_message.Message):
-    """Response of CastService.CreateCast."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CAST_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def cast(self) -> Global___Cast:
-        """The created cast member."""
-
-    def __init__(
-        self,
-        *,
-        cast: Global___Cast | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CreateCastResponse: _TypeAlias = CreateCastResponse  # noqa: Y015
-
-@_typing.final
 class GetCastRequest(_message.Message):
     """Request of CastService.GetCast."""
 
@@ -133,30 +109,6 @@ class GetCastRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCastRequest: _TypeAlias = GetCastRequest  # noqa: Y015
-
-@_typing.final
-class GetCastResponse(_message.Message):
-    """Response of CastService.GetCast."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CAST_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def cast(self) -> Global___Cast:
-        """The cast member."""
-
-    def __init__(
-        self,
-        *,
-        cast: Global___Cast | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetCastResponse: _TypeAlias = GetCastResponse  # noqa: Y015
 
 @_typing.final
 class ListCastsRequest(_message.Message):
@@ -245,30 +197,6 @@ class UpdateCastRequest(_message.Message):
 Global___UpdateCastRequest: _TypeAlias = UpdateCastRequest  # noqa: Y015
 
 @_typing.final
-class UpdateCastResponse(_message.Message):
-    """Response of CastService.UpdateCast."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CAST_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def cast(self) -> Global___Cast:
-        """The cast member after the change."""
-
-    def __init__(
-        self,
-        *,
-        cast: Global___Cast | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cast", b"cast"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___UpdateCastResponse: _TypeAlias = UpdateCastResponse  # noqa: Y015
-
-@_typing.final
 class DeleteCastRequest(_message.Message):
     """Request of CastService.DeleteCast."""
 
@@ -289,23 +217,6 @@ class DeleteCastRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteCastRequest: _TypeAlias = DeleteCastRequest  # noqa: Y015
-
-@_typing.final
-class DeleteCastResponse(_message.Message):
-    """Response of CastService.DeleteCast."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DeleteCastResponse: _TypeAlias = DeleteCastResponse  # noqa: Y015
 
 @_typing.final
 class BatchGetCastsRequest(_message.Message):

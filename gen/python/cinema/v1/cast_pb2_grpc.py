@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from cinema.v1 import cast_pb2 as cinema_dot_v1_dot_cast__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -38,12 +39,12 @@ class CastServiceStub:
         self.CreateCast = channel.unary_unary(
                 '/cinema.v1.CastService/CreateCast',
                 request_serializer=cinema_dot_v1_dot_cast__pb2.CreateCastRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_cast__pb2.CreateCastResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_cast__pb2.Cast.FromString,
                 _registered_method=True)
         self.GetCast = channel.unary_unary(
                 '/cinema.v1.CastService/GetCast',
                 request_serializer=cinema_dot_v1_dot_cast__pb2.GetCastRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_cast__pb2.GetCastResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_cast__pb2.Cast.FromString,
                 _registered_method=True)
         self.ListCasts = channel.unary_unary(
                 '/cinema.v1.CastService/ListCasts',
@@ -53,12 +54,12 @@ class CastServiceStub:
         self.UpdateCast = channel.unary_unary(
                 '/cinema.v1.CastService/UpdateCast',
                 request_serializer=cinema_dot_v1_dot_cast__pb2.UpdateCastRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_cast__pb2.UpdateCastResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_cast__pb2.Cast.FromString,
                 _registered_method=True)
         self.DeleteCast = channel.unary_unary(
                 '/cinema.v1.CastService/DeleteCast',
                 request_serializer=cinema_dot_v1_dot_cast__pb2.DeleteCastRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_cast__pb2.DeleteCastResponse.FromString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.BatchGetCasts = channel.unary_unary(
                 '/cinema.v1.CastService/BatchGetCasts',
@@ -120,12 +121,12 @@ def add_CastServiceServicer_to_server(servicer, server):
             'CreateCast': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCast,
                     request_deserializer=cinema_dot_v1_dot_cast__pb2.CreateCastRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_cast__pb2.CreateCastResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_cast__pb2.Cast.SerializeToString,
             ),
             'GetCast': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCast,
                     request_deserializer=cinema_dot_v1_dot_cast__pb2.GetCastRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_cast__pb2.GetCastResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_cast__pb2.Cast.SerializeToString,
             ),
             'ListCasts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCasts,
@@ -135,12 +136,12 @@ def add_CastServiceServicer_to_server(servicer, server):
             'UpdateCast': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateCast,
                     request_deserializer=cinema_dot_v1_dot_cast__pb2.UpdateCastRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_cast__pb2.UpdateCastResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_cast__pb2.Cast.SerializeToString,
             ),
             'DeleteCast': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteCast,
                     request_deserializer=cinema_dot_v1_dot_cast__pb2.DeleteCastRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_cast__pb2.DeleteCastResponse.SerializeToString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'BatchGetCasts': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchGetCasts,
@@ -175,7 +176,7 @@ class CastService:
             target,
             '/cinema.v1.CastService/CreateCast',
             cinema_dot_v1_dot_cast__pb2.CreateCastRequest.SerializeToString,
-            cinema_dot_v1_dot_cast__pb2.CreateCastResponse.FromString,
+            cinema_dot_v1_dot_cast__pb2.Cast.FromString,
             options,
             channel_credentials,
             insecure,
@@ -202,7 +203,7 @@ class CastService:
             target,
             '/cinema.v1.CastService/GetCast',
             cinema_dot_v1_dot_cast__pb2.GetCastRequest.SerializeToString,
-            cinema_dot_v1_dot_cast__pb2.GetCastResponse.FromString,
+            cinema_dot_v1_dot_cast__pb2.Cast.FromString,
             options,
             channel_credentials,
             insecure,
@@ -256,7 +257,7 @@ class CastService:
             target,
             '/cinema.v1.CastService/UpdateCast',
             cinema_dot_v1_dot_cast__pb2.UpdateCastRequest.SerializeToString,
-            cinema_dot_v1_dot_cast__pb2.UpdateCastResponse.FromString,
+            cinema_dot_v1_dot_cast__pb2.Cast.FromString,
             options,
             channel_credentials,
             insecure,
@@ -283,7 +284,7 @@ class CastService:
             target,
             '/cinema.v1.CastService/DeleteCast',
             cinema_dot_v1_dot_cast__pb2.DeleteCastRequest.SerializeToString,
-            cinema_dot_v1_dot_cast__pb2.DeleteCastResponse.FromString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from cinema.v1 import cast_pb2 as _cast_pb2
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -33,15 +34,15 @@ class CastServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CastServiceAsyncStub: ...
-    CreateCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.CreateCastRequest, _cast_pb2.CreateCastResponse]
+    CreateCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.CreateCastRequest, _cast_pb2.Cast]
     """Creates a cast member. Admin only."""
-    GetCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.GetCastRequest, _cast_pb2.GetCastResponse]
+    GetCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.GetCastRequest, _cast_pb2.Cast]
     """Returns one cast member by id."""
     ListCasts: _grpc.UnaryUnaryMultiCallable[_cast_pb2.ListCastsRequest, _cast_pb2.ListCastsResponse]
     """Lists cast members in a stable order (oldest first), one page at a time."""
-    UpdateCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.UpdateCastRequest, _cast_pb2.UpdateCastResponse]
+    UpdateCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.UpdateCastRequest, _cast_pb2.Cast]
     """Changes the fields of a cast member named in `update_mask`. Admin only."""
-    DeleteCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.DeleteCastRequest, _cast_pb2.DeleteCastResponse]
+    DeleteCast: _grpc.UnaryUnaryMultiCallable[_cast_pb2.DeleteCastRequest, _empty_pb2.Empty]
     """Deletes a cast member. Admin only."""
     BatchGetCasts: _grpc.UnaryUnaryMultiCallable[_cast_pb2.BatchGetCastsRequest, _cast_pb2.BatchGetCastsResponse]
     """Returns the cast members with the given ids in one call. Ids that do not exist are
@@ -53,15 +54,15 @@ class CastServiceAsyncStub(CastServiceStub):
     """The cast catalogue: the people who appear in movies."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.CreateCastRequest, _cast_pb2.CreateCastResponse]  # type: ignore[assignment]
+    CreateCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.CreateCastRequest, _cast_pb2.Cast]  # type: ignore[assignment]
     """Creates a cast member. Admin only."""
-    GetCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.GetCastRequest, _cast_pb2.GetCastResponse]  # type: ignore[assignment]
+    GetCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.GetCastRequest, _cast_pb2.Cast]  # type: ignore[assignment]
     """Returns one cast member by id."""
     ListCasts: _aio.UnaryUnaryMultiCallable[_cast_pb2.ListCastsRequest, _cast_pb2.ListCastsResponse]  # type: ignore[assignment]
     """Lists cast members in a stable order (oldest first), one page at a time."""
-    UpdateCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.UpdateCastRequest, _cast_pb2.UpdateCastResponse]  # type: ignore[assignment]
+    UpdateCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.UpdateCastRequest, _cast_pb2.Cast]  # type: ignore[assignment]
     """Changes the fields of a cast member named in `update_mask`. Admin only."""
-    DeleteCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.DeleteCastRequest, _cast_pb2.DeleteCastResponse]  # type: ignore[assignment]
+    DeleteCast: _aio.UnaryUnaryMultiCallable[_cast_pb2.DeleteCastRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a cast member. Admin only."""
     BatchGetCasts: _aio.UnaryUnaryMultiCallable[_cast_pb2.BatchGetCastsRequest, _cast_pb2.BatchGetCastsResponse]  # type: ignore[assignment]
     """Returns the cast members with the given ids in one call. Ids that do not exist are
@@ -76,7 +77,7 @@ class CastServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _cast_pb2.CreateCastRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cast_pb2.CreateCastResponse, _abc.Awaitable[_cast_pb2.CreateCastResponse]]:
+    ) -> _typing.Union[_cast_pb2.Cast, _abc.Awaitable[_cast_pb2.Cast]]:
         """Creates a cast member. Admin only."""
 
     @_abc_1.abstractmethod
@@ -84,7 +85,7 @@ class CastServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _cast_pb2.GetCastRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cast_pb2.GetCastResponse, _abc.Awaitable[_cast_pb2.GetCastResponse]]:
+    ) -> _typing.Union[_cast_pb2.Cast, _abc.Awaitable[_cast_pb2.Cast]]:
         """Returns one cast member by id."""
 
     @_abc_1.abstractmethod
@@ -100,7 +101,7 @@ class CastServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _cast_pb2.UpdateCastRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cast_pb2.UpdateCastResponse, _abc.Awaitable[_cast_pb2.UpdateCastResponse]]:
+    ) -> _typing.Union[_cast_pb2.Cast, _abc.Awaitable[_cast_pb2.Cast]]:
         """Changes the fields of a cast member named in `update_mask`. Admin only."""
 
     @_abc_1.abstractmethod
@@ -108,7 +109,7 @@ class CastServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _cast_pb2.DeleteCastRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_cast_pb2.DeleteCastResponse, _abc.Awaitable[_cast_pb2.DeleteCastResponse]]:
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a cast member. Admin only."""
 
     @_abc_1.abstractmethod

@@ -140,30 +140,6 @@ class CreateMovieRequest(_message.Message):
 Global___CreateMovieRequest: _TypeAlias = CreateMovieRequest  # noqa: Y015
 
 @_typing.final
-class CreateMovieResponse(_message.Message):
-    """Response of MovieService.CreateMovie."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MOVIE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def movie(self) -> Global___Movie:
-        """The created movie."""
-
-    def __init__(
-        self,
-        *,
-        movie: Global___Movie | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CreateMovieResponse: _TypeAlias = CreateMovieResponse  # noqa: Y015
-
-@_typing.final
 class GetMovieRequest(_message.Message):
     """Request of MovieService.GetMovie."""
 
@@ -188,30 +164,6 @@ class GetMovieRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMovieRequest: _TypeAlias = GetMovieRequest  # noqa: Y015
-
-@_typing.final
-class GetMovieResponse(_message.Message):
-    """Response of MovieService.GetMovie."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MOVIE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def movie(self) -> Global___Movie:
-        """The movie."""
-
-    def __init__(
-        self,
-        *,
-        movie: Global___Movie | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetMovieResponse: _TypeAlias = GetMovieResponse  # noqa: Y015
 
 @_typing.final
 class ListMoviesRequest(_message.Message):
@@ -308,30 +260,6 @@ class UpdateMovieRequest(_message.Message):
 Global___UpdateMovieRequest: _TypeAlias = UpdateMovieRequest  # noqa: Y015
 
 @_typing.final
-class UpdateMovieResponse(_message.Message):
-    """Response of MovieService.UpdateMovie."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MOVIE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def movie(self) -> Global___Movie:
-        """The movie after the change."""
-
-    def __init__(
-        self,
-        *,
-        movie: Global___Movie | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___UpdateMovieResponse: _TypeAlias = UpdateMovieResponse  # noqa: Y015
-
-@_typing.final
 class DeleteMovieRequest(_message.Message):
     """Request of MovieService.DeleteMovie."""
 
@@ -352,23 +280,6 @@ class DeleteMovieRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteMovieRequest: _TypeAlias = DeleteMovieRequest  # noqa: Y015
-
-@_typing.final
-class DeleteMovieResponse(_message.Message):
-    """Response of MovieService.DeleteMovie."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DeleteMovieResponse: _TypeAlias = DeleteMovieResponse  # noqa: Y015
 
 @_typing.final
 class BatchGetMoviesRequest(_message.Message):

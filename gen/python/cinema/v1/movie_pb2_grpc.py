@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from cinema.v1 import movie_pb2 as cinema_dot_v1_dot_movie__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -38,12 +39,12 @@ class MovieServiceStub:
         self.CreateMovie = channel.unary_unary(
                 '/cinema.v1.MovieService/CreateMovie',
                 request_serializer=cinema_dot_v1_dot_movie__pb2.CreateMovieRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_movie__pb2.CreateMovieResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_movie__pb2.Movie.FromString,
                 _registered_method=True)
         self.GetMovie = channel.unary_unary(
                 '/cinema.v1.MovieService/GetMovie',
                 request_serializer=cinema_dot_v1_dot_movie__pb2.GetMovieRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_movie__pb2.GetMovieResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_movie__pb2.Movie.FromString,
                 _registered_method=True)
         self.ListMovies = channel.unary_unary(
                 '/cinema.v1.MovieService/ListMovies',
@@ -53,12 +54,12 @@ class MovieServiceStub:
         self.UpdateMovie = channel.unary_unary(
                 '/cinema.v1.MovieService/UpdateMovie',
                 request_serializer=cinema_dot_v1_dot_movie__pb2.UpdateMovieRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_movie__pb2.UpdateMovieResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_movie__pb2.Movie.FromString,
                 _registered_method=True)
         self.DeleteMovie = channel.unary_unary(
                 '/cinema.v1.MovieService/DeleteMovie',
                 request_serializer=cinema_dot_v1_dot_movie__pb2.DeleteMovieRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_movie__pb2.DeleteMovieResponse.FromString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.BatchGetMovies = channel.unary_unary(
                 '/cinema.v1.MovieService/BatchGetMovies',
@@ -120,12 +121,12 @@ def add_MovieServiceServicer_to_server(servicer, server):
             'CreateMovie': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateMovie,
                     request_deserializer=cinema_dot_v1_dot_movie__pb2.CreateMovieRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_movie__pb2.CreateMovieResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_movie__pb2.Movie.SerializeToString,
             ),
             'GetMovie': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMovie,
                     request_deserializer=cinema_dot_v1_dot_movie__pb2.GetMovieRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_movie__pb2.GetMovieResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_movie__pb2.Movie.SerializeToString,
             ),
             'ListMovies': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMovies,
@@ -135,12 +136,12 @@ def add_MovieServiceServicer_to_server(servicer, server):
             'UpdateMovie': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateMovie,
                     request_deserializer=cinema_dot_v1_dot_movie__pb2.UpdateMovieRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_movie__pb2.UpdateMovieResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_movie__pb2.Movie.SerializeToString,
             ),
             'DeleteMovie': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteMovie,
                     request_deserializer=cinema_dot_v1_dot_movie__pb2.DeleteMovieRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_movie__pb2.DeleteMovieResponse.SerializeToString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'BatchGetMovies': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchGetMovies,
@@ -175,7 +176,7 @@ class MovieService:
             target,
             '/cinema.v1.MovieService/CreateMovie',
             cinema_dot_v1_dot_movie__pb2.CreateMovieRequest.SerializeToString,
-            cinema_dot_v1_dot_movie__pb2.CreateMovieResponse.FromString,
+            cinema_dot_v1_dot_movie__pb2.Movie.FromString,
             options,
             channel_credentials,
             insecure,
@@ -202,7 +203,7 @@ class MovieService:
             target,
             '/cinema.v1.MovieService/GetMovie',
             cinema_dot_v1_dot_movie__pb2.GetMovieRequest.SerializeToString,
-            cinema_dot_v1_dot_movie__pb2.GetMovieResponse.FromString,
+            cinema_dot_v1_dot_movie__pb2.Movie.FromString,
             options,
             channel_credentials,
             insecure,
@@ -256,7 +257,7 @@ class MovieService:
             target,
             '/cinema.v1.MovieService/UpdateMovie',
             cinema_dot_v1_dot_movie__pb2.UpdateMovieRequest.SerializeToString,
-            cinema_dot_v1_dot_movie__pb2.UpdateMovieResponse.FromString,
+            cinema_dot_v1_dot_movie__pb2.Movie.FromString,
             options,
             channel_credentials,
             insecure,
@@ -283,7 +284,7 @@ class MovieService:
             target,
             '/cinema.v1.MovieService/DeleteMovie',
             cinema_dot_v1_dot_movie__pb2.DeleteMovieRequest.SerializeToString,
-            cinema_dot_v1_dot_movie__pb2.DeleteMovieResponse.FromString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from cinema.v1 import movie_pb2 as _movie_pb2
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -33,15 +34,15 @@ class MovieServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MovieServiceAsyncStub: ...
-    CreateMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.CreateMovieRequest, _movie_pb2.CreateMovieResponse]
+    CreateMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.CreateMovieRequest, _movie_pb2.Movie]
     """Creates a movie. Every cast id must name an existing cast member. Admin only."""
-    GetMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.GetMovieRequest, _movie_pb2.GetMovieResponse]
+    GetMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.GetMovieRequest, _movie_pb2.Movie]
     """Returns one movie by id; with MOVIE_VIEW_FULL its cast members are embedded."""
     ListMovies: _grpc.UnaryUnaryMultiCallable[_movie_pb2.ListMoviesRequest, _movie_pb2.ListMoviesResponse]
     """Lists movies in a stable order (oldest first), optionally filtered, one page at a time."""
-    UpdateMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.UpdateMovieRequest, _movie_pb2.UpdateMovieResponse]
+    UpdateMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.UpdateMovieRequest, _movie_pb2.Movie]
     """Changes the fields of a movie named in `update_mask`. Admin only."""
-    DeleteMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.DeleteMovieRequest, _movie_pb2.DeleteMovieResponse]
+    DeleteMovie: _grpc.UnaryUnaryMultiCallable[_movie_pb2.DeleteMovieRequest, _empty_pb2.Empty]
     """Deletes a movie. Admin only."""
     BatchGetMovies: _grpc.UnaryUnaryMultiCallable[_movie_pb2.BatchGetMoviesRequest, _movie_pb2.BatchGetMoviesResponse]
     """Returns the movies with the given ids in one call. Ids that do not exist are left
@@ -53,15 +54,15 @@ class MovieServiceAsyncStub(MovieServiceStub):
     """The movie catalogue."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.CreateMovieRequest, _movie_pb2.CreateMovieResponse]  # type: ignore[assignment]
+    CreateMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.CreateMovieRequest, _movie_pb2.Movie]  # type: ignore[assignment]
     """Creates a movie. Every cast id must name an existing cast member. Admin only."""
-    GetMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.GetMovieRequest, _movie_pb2.GetMovieResponse]  # type: ignore[assignment]
+    GetMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.GetMovieRequest, _movie_pb2.Movie]  # type: ignore[assignment]
     """Returns one movie by id; with MOVIE_VIEW_FULL its cast members are embedded."""
     ListMovies: _aio.UnaryUnaryMultiCallable[_movie_pb2.ListMoviesRequest, _movie_pb2.ListMoviesResponse]  # type: ignore[assignment]
     """Lists movies in a stable order (oldest first), optionally filtered, one page at a time."""
-    UpdateMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.UpdateMovieRequest, _movie_pb2.UpdateMovieResponse]  # type: ignore[assignment]
+    UpdateMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.UpdateMovieRequest, _movie_pb2.Movie]  # type: ignore[assignment]
     """Changes the fields of a movie named in `update_mask`. Admin only."""
-    DeleteMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.DeleteMovieRequest, _movie_pb2.DeleteMovieResponse]  # type: ignore[assignment]
+    DeleteMovie: _aio.UnaryUnaryMultiCallable[_movie_pb2.DeleteMovieRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a movie. Admin only."""
     BatchGetMovies: _aio.UnaryUnaryMultiCallable[_movie_pb2.BatchGetMoviesRequest, _movie_pb2.BatchGetMoviesResponse]  # type: ignore[assignment]
     """Returns the movies with the given ids in one call. Ids that do not exist are left
@@ -76,7 +77,7 @@ class MovieServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _movie_pb2.CreateMovieRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_movie_pb2.CreateMovieResponse, _abc.Awaitable[_movie_pb2.CreateMovieResponse]]:
+    ) -> _typing.Union[_movie_pb2.Movie, _abc.Awaitable[_movie_pb2.Movie]]:
         """Creates a movie. Every cast id must name an existing cast member. Admin only."""
 
     @_abc_1.abstractmethod
@@ -84,7 +85,7 @@ class MovieServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _movie_pb2.GetMovieRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_movie_pb2.GetMovieResponse, _abc.Awaitable[_movie_pb2.GetMovieResponse]]:
+    ) -> _typing.Union[_movie_pb2.Movie, _abc.Awaitable[_movie_pb2.Movie]]:
         """Returns one movie by id; with MOVIE_VIEW_FULL its cast members are embedded."""
 
     @_abc_1.abstractmethod
@@ -100,7 +101,7 @@ class MovieServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _movie_pb2.UpdateMovieRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_movie_pb2.UpdateMovieResponse, _abc.Awaitable[_movie_pb2.UpdateMovieResponse]]:
+    ) -> _typing.Union[_movie_pb2.Movie, _abc.Awaitable[_movie_pb2.Movie]]:
         """Changes the fields of a movie named in `update_mask`. Admin only."""
 
     @_abc_1.abstractmethod
@@ -108,7 +109,7 @@ class MovieServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _movie_pb2.DeleteMovieRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_movie_pb2.DeleteMovieResponse, _abc.Awaitable[_movie_pb2.DeleteMovieResponse]]:
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a movie. Admin only."""
 
     @_abc_1.abstractmethod

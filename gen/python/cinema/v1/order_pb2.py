@@ -29,7 +29,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63inema/v1/order.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x15\x63inema/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\tOrderItem\x12\x16\n\x08movie_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x13\n\x05title\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\nunit_price\x18\x04 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\x12*\n\nline_total\x18\x05 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\"\x86\x02\n\x07Payment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12&\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x30\n\x07outcome\x18\x03 \x01(\x0e\x32\x19.cinema.v1.PaymentOutcomeB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x64\x65\x63line_reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12 \n\x12provider_reference\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\"\xca\x02\n\x05Order\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x05items\x18\x03 \x03(\x0b\x32\x14.cinema.v1.OrderItemB\x04\xe2\x41\x01\x02\x12%\n\x05total\x18\x04 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x16.cinema.v1.OrderStatusB\x04\xe2\x41\x01\x03\x12*\n\x08payments\x18\x06 \x03(\x0b\x32\x12.cinema.v1.PaymentB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"U\n\x12\x43reateOrderRequest\x12%\n\x05order\x18\x01 \x01(\x0b\x32\x10.cinema.v1.OrderB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x13\x43reateOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.cinema.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"3\n\x10GetOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.cinema.v1.Order\"s\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.cinema.v1.OrderStatus\"O\n\x12ListOrdersResponse\x12 \n\x06orders\x18\x01 \x03(\x0b\x32\x10.cinema.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x0fPayOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rpayment_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"3\n\x10PayOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.cinema.v1.Order\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x13\x43\x61ncelOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.cinema.v1.Order*\x99\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1f\n\x1bORDER_STATUS_PAYMENT_FAILED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04*n\n\x0ePaymentOutcome\x12\x1f\n\x1bPAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_OUTCOME_SUCCEEDED\x10\x01\x12\x1c\n\x18PAYMENT_OUTCOME_DECLINED\x10\x02\x32\xce\x04\n\x0cOrderService\x12v\n\x0b\x43reateOrder\x12\x1d.cinema.v1.CreateOrderRequest\x1a\x1e.cinema.v1.CreateOrderResponse\"(\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1e\"\x0e/api/v1/orders:\x05orderb\x05order\x12k\n\x08GetOrder\x12\x1a.cinema.v1.GetOrderRequest\x1a\x1b.cinema.v1.GetOrderResponse\"&\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1c\x12\x13/api/v1/orders/{id}b\x05order\x12\x65\n\nListOrders\x12\x1c.cinema.v1.ListOrdersRequest\x1a\x1d.cinema.v1.ListOrdersResponse\"\x1a\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/orders\x12r\n\x08PayOrder\x12\x1a.cinema.v1.PayOrderRequest\x1a\x1b.cinema.v1.PayOrderResponse\"-\x90\x82\x19\x02\x82\xd3\xe4\x93\x02#\"\x17/api/v1/orders/{id}:pay:\x01*b\x05order\x12~\n\x0b\x43\x61ncelOrder\x12\x1d.cinema.v1.CancelOrderRequest\x1a\x1e.cinema.v1.CancelOrderResponse\"0\x90\x82\x19\x02\x82\xd3\xe4\x93\x02&\"\x1a/api/v1/orders/{id}:cancel:\x01*b\x05orderb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63inema/v1/order.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x15\x63inema/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\tOrderItem\x12\x16\n\x08movie_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x13\n\x05title\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\nunit_price\x18\x04 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\x12*\n\nline_total\x18\x05 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\"\x86\x02\n\x07Payment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12&\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x30\n\x07outcome\x18\x03 \x01(\x0e\x32\x19.cinema.v1.PaymentOutcomeB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x64\x65\x63line_reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12 \n\x12provider_reference\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\"\xca\x02\n\x05Order\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x05items\x18\x03 \x03(\x0b\x32\x14.cinema.v1.OrderItemB\x04\xe2\x41\x01\x02\x12%\n\x05total\x18\x04 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x03\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x16.cinema.v1.OrderStatusB\x04\xe2\x41\x01\x03\x12*\n\x08payments\x18\x06 \x03(\x0b\x32\x12.cinema.v1.PaymentB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"U\n\x12\x43reateOrderRequest\x12%\n\x05order\x18\x01 \x01(\x0b\x32\x10.cinema.v1.OrderB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"#\n\x0fGetOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"s\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.cinema.v1.OrderStatus\"O\n\x12ListOrdersResponse\x12 \n\x06orders\x18\x01 \x03(\x0b\x32\x10.cinema.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x0fPayOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rpayment_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02*\x99\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1f\n\x1bORDER_STATUS_PAYMENT_FAILED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04*n\n\x0ePaymentOutcome\x12\x1f\n\x1bPAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_OUTCOME_SUCCEEDED\x10\x01\x12\x1c\n\x18PAYMENT_OUTCOME_DECLINED\x10\x02\x32\x80\x04\n\x0cOrderService\x12\x61\n\x0b\x43reateOrder\x12\x1d.cinema.v1.CreateOrderRequest\x1a\x10.cinema.v1.Order\"!\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x17\"\x0e/api/v1/orders:\x05order\x12Y\n\x08GetOrder\x12\x1a.cinema.v1.GetOrderRequest\x1a\x10.cinema.v1.Order\"\x1f\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/orders/{id}\x12\x65\n\nListOrders\x12\x1c.cinema.v1.ListOrdersRequest\x1a\x1d.cinema.v1.ListOrdersResponse\"\x1a\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/orders\x12`\n\x08PayOrder\x12\x1a.cinema.v1.PayOrderRequest\x1a\x10.cinema.v1.Order\"&\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/orders/{id}:pay:\x01*\x12i\n\x0b\x43\x61ncelOrder\x12\x1d.cinema.v1.CancelOrderRequest\x1a\x10.cinema.v1.Order\")\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/orders/{id}:cancel:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -91,19 +91,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELORDERREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_CANCELORDERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_ORDERSERVICE'].methods_by_name['CreateOrder']._loaded_options = None
-  _globals['_ORDERSERVICE'].methods_by_name['CreateOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002\036\"\016/api/v1/orders:\005orderb\005order'
+  _globals['_ORDERSERVICE'].methods_by_name['CreateOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002\027\"\016/api/v1/orders:\005order'
   _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._loaded_options = None
-  _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002\034\022\023/api/v1/orders/{id}b\005order'
+  _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002\025\022\023/api/v1/orders/{id}'
   _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._serialized_options = b'\220\202\031\002\202\323\344\223\002\020\022\016/api/v1/orders'
   _globals['_ORDERSERVICE'].methods_by_name['PayOrder']._loaded_options = None
-  _globals['_ORDERSERVICE'].methods_by_name['PayOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002#\"\027/api/v1/orders/{id}:pay:\001*b\005order'
+  _globals['_ORDERSERVICE'].methods_by_name['PayOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002\034\"\027/api/v1/orders/{id}:pay:\001*'
   _globals['_ORDERSERVICE'].methods_by_name['CancelOrder']._loaded_options = None
-  _globals['_ORDERSERVICE'].methods_by_name['CancelOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002&\"\032/api/v1/orders/{id}:cancel:\001*b\005order'
-  _globals['_ORDERSTATUS']._serialized_start=1621
-  _globals['_ORDERSTATUS']._serialized_end=1774
-  _globals['_PAYMENTOUTCOME']._serialized_start=1776
-  _globals['_PAYMENTOUTCOME']._serialized_end=1886
+  _globals['_ORDERSERVICE'].methods_by_name['CancelOrder']._serialized_options = b'\220\202\031\002\202\323\344\223\002\037\"\032/api/v1/orders/{id}:cancel:\001*'
+  _globals['_ORDERSTATUS']._serialized_start=1403
+  _globals['_ORDERSTATUS']._serialized_end=1556
+  _globals['_PAYMENTOUTCOME']._serialized_start=1558
+  _globals['_PAYMENTOUTCOME']._serialized_end=1668
   _globals['_ORDERITEM']._serialized_start=180
   _globals['_ORDERITEM']._serialized_end=348
   _globals['_PAYMENT']._serialized_start=351
@@ -112,24 +112,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDER']._serialized_end=946
   _globals['_CREATEORDERREQUEST']._serialized_start=948
   _globals['_CREATEORDERREQUEST']._serialized_end=1033
-  _globals['_CREATEORDERRESPONSE']._serialized_start=1035
-  _globals['_CREATEORDERRESPONSE']._serialized_end=1089
-  _globals['_GETORDERREQUEST']._serialized_start=1091
-  _globals['_GETORDERREQUEST']._serialized_end=1126
-  _globals['_GETORDERRESPONSE']._serialized_start=1128
-  _globals['_GETORDERRESPONSE']._serialized_end=1179
-  _globals['_LISTORDERSREQUEST']._serialized_start=1181
-  _globals['_LISTORDERSREQUEST']._serialized_end=1296
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1298
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1377
-  _globals['_PAYORDERREQUEST']._serialized_start=1379
-  _globals['_PAYORDERREQUEST']._serialized_end=1469
-  _globals['_PAYORDERRESPONSE']._serialized_start=1471
-  _globals['_PAYORDERRESPONSE']._serialized_end=1522
-  _globals['_CANCELORDERREQUEST']._serialized_start=1524
-  _globals['_CANCELORDERREQUEST']._serialized_end=1562
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1564
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1618
-  _globals['_ORDERSERVICE']._serialized_start=1889
-  _globals['_ORDERSERVICE']._serialized_end=2479
+  _globals['_GETORDERREQUEST']._serialized_start=1035
+  _globals['_GETORDERREQUEST']._serialized_end=1070
+  _globals['_LISTORDERSREQUEST']._serialized_start=1072
+  _globals['_LISTORDERSREQUEST']._serialized_end=1187
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1189
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1268
+  _globals['_PAYORDERREQUEST']._serialized_start=1270
+  _globals['_PAYORDERREQUEST']._serialized_end=1360
+  _globals['_CANCELORDERREQUEST']._serialized_start=1362
+  _globals['_CANCELORDERREQUEST']._serialized_end=1400
+  _globals['_ORDERSERVICE']._serialized_start=1671
+  _globals['_ORDERSERVICE']._serialized_end=2183
 # @@protoc_insertion_point(module_scope)

@@ -263,30 +263,6 @@ class CreateOrderRequest(_message.Message):
 Global___CreateOrderRequest: _TypeAlias = CreateOrderRequest  # noqa: Y015
 
 @_typing.final
-class CreateOrderResponse(_message.Message):
-    """Response of OrderService.CreateOrder."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ORDER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def order(self) -> Global___Order:
-        """The created (or, on a retry, the first) order."""
-
-    def __init__(
-        self,
-        *,
-        order: Global___Order | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CreateOrderResponse: _TypeAlias = CreateOrderResponse  # noqa: Y015
-
-@_typing.final
 class GetOrderRequest(_message.Message):
     """Request of OrderService.GetOrder."""
 
@@ -307,30 +283,6 @@ class GetOrderRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOrderRequest: _TypeAlias = GetOrderRequest  # noqa: Y015
-
-@_typing.final
-class GetOrderResponse(_message.Message):
-    """Response of OrderService.GetOrder."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ORDER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def order(self) -> Global___Order:
-        """The order."""
-
-    def __init__(
-        self,
-        *,
-        order: Global___Order | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetOrderResponse: _TypeAlias = GetOrderResponse  # noqa: Y015
 
 @_typing.final
 class ListOrdersRequest(_message.Message):
@@ -429,30 +381,6 @@ class PayOrderRequest(_message.Message):
 Global___PayOrderRequest: _TypeAlias = PayOrderRequest  # noqa: Y015
 
 @_typing.final
-class PayOrderResponse(_message.Message):
-    """Response of OrderService.PayOrder."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ORDER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def order(self) -> Global___Order:
-        """The order after the attempt; its last payment tells the outcome."""
-
-    def __init__(
-        self,
-        *,
-        order: Global___Order | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PayOrderResponse: _TypeAlias = PayOrderResponse  # noqa: Y015
-
-@_typing.final
 class CancelOrderRequest(_message.Message):
     """Request of OrderService.CancelOrder."""
 
@@ -473,27 +401,3 @@ class CancelOrderRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelOrderRequest: _TypeAlias = CancelOrderRequest  # noqa: Y015
-
-@_typing.final
-class CancelOrderResponse(_message.Message):
-    """Response of OrderService.CancelOrder."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ORDER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def order(self) -> Global___Order:
-        """The cancelled order."""
-
-    def __init__(
-        self,
-        *,
-        order: Global___Order | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CancelOrderResponse: _TypeAlias = CancelOrderResponse  # noqa: Y015

@@ -38,12 +38,12 @@ class OrderServiceStub:
         self.CreateOrder = channel.unary_unary(
                 '/cinema.v1.OrderService/CreateOrder',
                 request_serializer=cinema_dot_v1_dot_order__pb2.CreateOrderRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_order__pb2.CreateOrderResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_order__pb2.Order.FromString,
                 _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/cinema.v1.OrderService/GetOrder',
                 request_serializer=cinema_dot_v1_dot_order__pb2.GetOrderRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_order__pb2.GetOrderResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_order__pb2.Order.FromString,
                 _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/cinema.v1.OrderService/ListOrders',
@@ -53,12 +53,12 @@ class OrderServiceStub:
         self.PayOrder = channel.unary_unary(
                 '/cinema.v1.OrderService/PayOrder',
                 request_serializer=cinema_dot_v1_dot_order__pb2.PayOrderRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_order__pb2.PayOrderResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_order__pb2.Order.FromString,
                 _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/cinema.v1.OrderService/CancelOrder',
                 request_serializer=cinema_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_order__pb2.CancelOrderResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_order__pb2.Order.FromString,
                 _registered_method=True)
 
 
@@ -109,12 +109,12 @@ def add_OrderServiceServicer_to_server(servicer, server):
             'CreateOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateOrder,
                     request_deserializer=cinema_dot_v1_dot_order__pb2.CreateOrderRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_order__pb2.CreateOrderResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_order__pb2.Order.SerializeToString,
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
                     request_deserializer=cinema_dot_v1_dot_order__pb2.GetOrderRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_order__pb2.GetOrderResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_order__pb2.Order.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
@@ -124,12 +124,12 @@ def add_OrderServiceServicer_to_server(servicer, server):
             'PayOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.PayOrder,
                     request_deserializer=cinema_dot_v1_dot_order__pb2.PayOrderRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_order__pb2.PayOrderResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_order__pb2.Order.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
                     request_deserializer=cinema_dot_v1_dot_order__pb2.CancelOrderRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_order__pb2.CancelOrderResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_order__pb2.Order.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -159,7 +159,7 @@ class OrderService:
             target,
             '/cinema.v1.OrderService/CreateOrder',
             cinema_dot_v1_dot_order__pb2.CreateOrderRequest.SerializeToString,
-            cinema_dot_v1_dot_order__pb2.CreateOrderResponse.FromString,
+            cinema_dot_v1_dot_order__pb2.Order.FromString,
             options,
             channel_credentials,
             insecure,
@@ -186,7 +186,7 @@ class OrderService:
             target,
             '/cinema.v1.OrderService/GetOrder',
             cinema_dot_v1_dot_order__pb2.GetOrderRequest.SerializeToString,
-            cinema_dot_v1_dot_order__pb2.GetOrderResponse.FromString,
+            cinema_dot_v1_dot_order__pb2.Order.FromString,
             options,
             channel_credentials,
             insecure,
@@ -240,7 +240,7 @@ class OrderService:
             target,
             '/cinema.v1.OrderService/PayOrder',
             cinema_dot_v1_dot_order__pb2.PayOrderRequest.SerializeToString,
-            cinema_dot_v1_dot_order__pb2.PayOrderResponse.FromString,
+            cinema_dot_v1_dot_order__pb2.Order.FromString,
             options,
             channel_credentials,
             insecure,
@@ -267,7 +267,7 @@ class OrderService:
             target,
             '/cinema.v1.OrderService/CancelOrder',
             cinema_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
-            cinema_dot_v1_dot_order__pb2.CancelOrderResponse.FromString,
+            cinema_dot_v1_dot_order__pb2.Order.FromString,
             options,
             channel_credentials,
             insecure,

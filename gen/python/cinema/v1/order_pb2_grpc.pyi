@@ -33,19 +33,19 @@ class OrderServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrderServiceAsyncStub: ...
-    CreateOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.CreateOrderRequest, _order_pb2.CreateOrderResponse]
+    CreateOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.CreateOrderRequest, _order_pb2.Order]
     """Creates a PENDING order for the caller, priced from the movie catalogue. The same
     `request_id` from the same caller returns the first order instead of a second one.
     """
-    GetOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.GetOrderRequest, _order_pb2.GetOrderResponse]
+    GetOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.GetOrderRequest, _order_pb2.Order]
     """Returns one order: the caller's own, or any for an admin."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_order_pb2.ListOrdersRequest, _order_pb2.ListOrdersResponse]
     """Lists the caller's orders, newest first; an admin may list any user's or all orders."""
-    PayOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.PayOrderRequest, _order_pb2.PayOrderResponse]
+    PayOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.PayOrderRequest, _order_pb2.Order]
     """Charges the order's total with a payment token. A PENDING or PAYMENT_FAILED order
     becomes PAID or PAYMENT_FAILED; a PAID order is never charged again.
     """
-    CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]
+    CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.Order]
     """Cancels a PENDING or PAYMENT_FAILED order."""
 
 @_typing.type_check_only
@@ -53,19 +53,19 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Purchases and payment. The buyer is always the caller; prices come from the catalogue."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CreateOrderRequest, _order_pb2.CreateOrderResponse]  # type: ignore[assignment]
+    CreateOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CreateOrderRequest, _order_pb2.Order]  # type: ignore[assignment]
     """Creates a PENDING order for the caller, priced from the movie catalogue. The same
     `request_id` from the same caller returns the first order instead of a second one.
     """
-    GetOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.GetOrderRequest, _order_pb2.GetOrderResponse]  # type: ignore[assignment]
+    GetOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.GetOrderRequest, _order_pb2.Order]  # type: ignore[assignment]
     """Returns one order: the caller's own, or any for an admin."""
     ListOrders: _aio.UnaryUnaryMultiCallable[_order_pb2.ListOrdersRequest, _order_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """Lists the caller's orders, newest first; an admin may list any user's or all orders."""
-    PayOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.PayOrderRequest, _order_pb2.PayOrderResponse]  # type: ignore[assignment]
+    PayOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.PayOrderRequest, _order_pb2.Order]  # type: ignore[assignment]
     """Charges the order's total with a payment token. A PENDING or PAYMENT_FAILED order
     becomes PAID or PAYMENT_FAILED; a PAID order is never charged again.
     """
-    CancelOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]  # type: ignore[assignment]
+    CancelOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.Order]  # type: ignore[assignment]
     """Cancels a PENDING or PAYMENT_FAILED order."""
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -76,7 +76,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _order_pb2.CreateOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_order_pb2.CreateOrderResponse, _abc.Awaitable[_order_pb2.CreateOrderResponse]]:
+    ) -> _typing.Union[_order_pb2.Order, _abc.Awaitable[_order_pb2.Order]]:
         """Creates a PENDING order for the caller, priced from the movie catalogue. The same
         `request_id` from the same caller returns the first order instead of a second one.
         """
@@ -86,7 +86,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _order_pb2.GetOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_order_pb2.GetOrderResponse, _abc.Awaitable[_order_pb2.GetOrderResponse]]:
+    ) -> _typing.Union[_order_pb2.Order, _abc.Awaitable[_order_pb2.Order]]:
         """Returns one order: the caller's own, or any for an admin."""
 
     @_abc_1.abstractmethod
@@ -102,7 +102,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _order_pb2.PayOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_order_pb2.PayOrderResponse, _abc.Awaitable[_order_pb2.PayOrderResponse]]:
+    ) -> _typing.Union[_order_pb2.Order, _abc.Awaitable[_order_pb2.Order]]:
         """Charges the order's total with a payment token. A PENDING or PAYMENT_FAILED order
         becomes PAID or PAYMENT_FAILED; a PAID order is never charged again.
         """
@@ -112,7 +112,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _order_pb2.CancelOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_order_pb2.CancelOrderResponse, _abc.Awaitable[_order_pb2.CancelOrderResponse]]:
+    ) -> _typing.Union[_order_pb2.Order, _abc.Awaitable[_order_pb2.Order]]:
         """Cancels a PENDING or PAYMENT_FAILED order."""
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -126,30 +126,6 @@ class CreateUserRequest(_message.Message):
 Global___CreateUserRequest: _TypeAlias = CreateUserRequest  # noqa: Y015
 
 @_typing.final
-class CreateUserResponse(_message.Message):
-    """Response of UserService.CreateUser."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    USER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def user(self) -> Global___User:
-        """The registered account."""
-
-    def __init__(
-        self,
-        *,
-        user: Global___User | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CreateUserResponse: _TypeAlias = CreateUserResponse  # noqa: Y015
-
-@_typing.final
 class GetUserRequest(_message.Message):
     """Request of UserService.GetUser."""
 
@@ -170,30 +146,6 @@ class GetUserRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUserRequest: _TypeAlias = GetUserRequest  # noqa: Y015
-
-@_typing.final
-class GetUserResponse(_message.Message):
-    """Response of UserService.GetUser."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    USER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def user(self) -> Global___User:
-        """The account."""
-
-    def __init__(
-        self,
-        *,
-        user: Global___User | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetUserResponse: _TypeAlias = GetUserResponse  # noqa: Y015
 
 @_typing.final
 class ListUsersRequest(_message.Message):
@@ -282,30 +234,6 @@ class UpdateUserRequest(_message.Message):
 Global___UpdateUserRequest: _TypeAlias = UpdateUserRequest  # noqa: Y015
 
 @_typing.final
-class UpdateUserResponse(_message.Message):
-    """Response of UserService.UpdateUser."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    USER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def user(self) -> Global___User:
-        """The account after the change."""
-
-    def __init__(
-        self,
-        *,
-        user: Global___User | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___UpdateUserResponse: _TypeAlias = UpdateUserResponse  # noqa: Y015
-
-@_typing.final
 class DeleteUserRequest(_message.Message):
     """Request of UserService.DeleteUser."""
 
@@ -326,23 +254,6 @@ class DeleteUserRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
-
-@_typing.final
-class DeleteUserResponse(_message.Message):
-    """Response of UserService.DeleteUser."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
 
 @_typing.final
 class LoginRequest(_message.Message):

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from cinema.v1 import user_pb2 as cinema_dot_v1_dot_user__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -38,12 +39,12 @@ class UserServiceStub:
         self.CreateUser = channel.unary_unary(
                 '/cinema.v1.UserService/CreateUser',
                 request_serializer=cinema_dot_v1_dot_user__pb2.CreateUserRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_user__pb2.CreateUserResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
         self.GetUser = channel.unary_unary(
                 '/cinema.v1.UserService/GetUser',
                 request_serializer=cinema_dot_v1_dot_user__pb2.GetUserRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_user__pb2.GetUserResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/cinema.v1.UserService/ListUsers',
@@ -53,12 +54,12 @@ class UserServiceStub:
         self.UpdateUser = channel.unary_unary(
                 '/cinema.v1.UserService/UpdateUser',
                 request_serializer=cinema_dot_v1_dot_user__pb2.UpdateUserRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_user__pb2.UpdateUserResponse.FromString,
+                response_deserializer=cinema_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
         self.DeleteUser = channel.unary_unary(
                 '/cinema.v1.UserService/DeleteUser',
                 request_serializer=cinema_dot_v1_dot_user__pb2.DeleteUserRequest.SerializeToString,
-                response_deserializer=cinema_dot_v1_dot_user__pb2.DeleteUserResponse.FromString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.Login = channel.unary_unary(
                 '/cinema.v1.UserService/Login',
@@ -125,12 +126,12 @@ def add_UserServiceServicer_to_server(servicer, server):
             'CreateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUser,
                     request_deserializer=cinema_dot_v1_dot_user__pb2.CreateUserRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_user__pb2.CreateUserResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_user__pb2.User.SerializeToString,
             ),
             'GetUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUser,
                     request_deserializer=cinema_dot_v1_dot_user__pb2.GetUserRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_user__pb2.GetUserResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_user__pb2.User.SerializeToString,
             ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
@@ -140,12 +141,12 @@ def add_UserServiceServicer_to_server(servicer, server):
             'UpdateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateUser,
                     request_deserializer=cinema_dot_v1_dot_user__pb2.UpdateUserRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_user__pb2.UpdateUserResponse.SerializeToString,
+                    response_serializer=cinema_dot_v1_dot_user__pb2.User.SerializeToString,
             ),
             'DeleteUser': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteUser,
                     request_deserializer=cinema_dot_v1_dot_user__pb2.DeleteUserRequest.FromString,
-                    response_serializer=cinema_dot_v1_dot_user__pb2.DeleteUserResponse.SerializeToString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'Login': grpc.unary_unary_rpc_method_handler(
                     servicer.Login,
@@ -180,7 +181,7 @@ class UserService:
             target,
             '/cinema.v1.UserService/CreateUser',
             cinema_dot_v1_dot_user__pb2.CreateUserRequest.SerializeToString,
-            cinema_dot_v1_dot_user__pb2.CreateUserResponse.FromString,
+            cinema_dot_v1_dot_user__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,
@@ -207,7 +208,7 @@ class UserService:
             target,
             '/cinema.v1.UserService/GetUser',
             cinema_dot_v1_dot_user__pb2.GetUserRequest.SerializeToString,
-            cinema_dot_v1_dot_user__pb2.GetUserResponse.FromString,
+            cinema_dot_v1_dot_user__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,7 +262,7 @@ class UserService:
             target,
             '/cinema.v1.UserService/UpdateUser',
             cinema_dot_v1_dot_user__pb2.UpdateUserRequest.SerializeToString,
-            cinema_dot_v1_dot_user__pb2.UpdateUserResponse.FromString,
+            cinema_dot_v1_dot_user__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,
@@ -288,7 +289,7 @@ class UserService:
             target,
             '/cinema.v1.UserService/DeleteUser',
             cinema_dot_v1_dot_user__pb2.DeleteUserRequest.SerializeToString,
-            cinema_dot_v1_dot_user__pb2.DeleteUserResponse.FromString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

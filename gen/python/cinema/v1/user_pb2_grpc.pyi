@@ -5,6 +5,7 @@ isort:skip_file
 
 from cinema.v1 import user_pb2 as _user_pb2
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -33,20 +34,20 @@ class UserServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UserServiceAsyncStub: ...
-    CreateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.CreateUserResponse]
+    CreateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.User]
     """Registers a new account with the user role. Anyone may register."""
-    GetUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.GetUserResponse]
+    GetUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]
     """Returns one account: the caller's own, or any for an admin."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
     """Lists all accounts, oldest first, one page at a time. Admin only."""
-    UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.UpdateUserResponse]
+    UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.User]
     """Changes the fields of an account named in `update_mask`: the caller's own, or any for
     an admin. Changing one's own `password` needs `current_password` (missing or wrong:
     INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
     password does not. Changing `role` needs an admin. The last admin can be neither
     demoted nor deleted (FAILED_PRECONDITION).
     """
-    DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _user_pb2.DeleteUserResponse]
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _empty_pb2.Empty]
     """Deletes an account: the caller's own, or any for an admin. Never the last admin
     (FAILED_PRECONDITION).
     """
@@ -60,20 +61,20 @@ class UserServiceAsyncStub(UserServiceStub):
     """Accounts and login."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.CreateUserResponse]  # type: ignore[assignment]
+    CreateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Registers a new account with the user role. Anyone may register."""
-    GetUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.GetUserResponse]  # type: ignore[assignment]
+    GetUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns one account: the caller's own, or any for an admin."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists all accounts, oldest first, one page at a time. Admin only."""
-    UpdateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.UpdateUserResponse]  # type: ignore[assignment]
+    UpdateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Changes the fields of an account named in `update_mask`: the caller's own, or any for
     an admin. Changing one's own `password` needs `current_password` (missing or wrong:
     INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
     password does not. Changing `role` needs an admin. The last admin can be neither
     demoted nor deleted (FAILED_PRECONDITION).
     """
-    DeleteUser: _aio.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _user_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes an account: the caller's own, or any for an admin. Never the last admin
     (FAILED_PRECONDITION).
     """
@@ -90,7 +91,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _user_pb2.CreateUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.CreateUserResponse, _abc.Awaitable[_user_pb2.CreateUserResponse]]:
+    ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
         """Registers a new account with the user role. Anyone may register."""
 
     @_abc_1.abstractmethod
@@ -98,7 +99,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _user_pb2.GetUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.GetUserResponse, _abc.Awaitable[_user_pb2.GetUserResponse]]:
+    ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
         """Returns one account: the caller's own, or any for an admin."""
 
     @_abc_1.abstractmethod
@@ -114,7 +115,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _user_pb2.UpdateUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.UpdateUserResponse, _abc.Awaitable[_user_pb2.UpdateUserResponse]]:
+    ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
         """Changes the fields of an account named in `update_mask`: the caller's own, or any for
         an admin. Changing one's own `password` needs `current_password` (missing or wrong:
         INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
@@ -127,7 +128,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _user_pb2.DeleteUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.DeleteUserResponse, _abc.Awaitable[_user_pb2.DeleteUserResponse]]:
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes an account: the caller's own, or any for an admin. Never the last admin
         (FAILED_PRECONDITION).
         """
