@@ -1,0 +1,795 @@
+"""The one definition of Cinema's Envoy gateway; both Envoy configs are rendered from it.
+
+``render(topology)`` turns a :class:`Topology` (where Envoy listens and where the replicas
+are) into an Envoy bootstrap as a dict; ``dump_yaml`` writes it out. Two topologies exist:
+
+* the containers' one (:func:`container_topology`): services found by DNS
+  (``movie:50051`` resolves to every replica of a compose service), rendered into
+  ``envoy.yaml`` at the repository root, which the image ships;
+* a local one (:func:`local_topology`) that ``cinema up`` builds from the loopback ports of the
+  replicas it started.
+
+Everything else (filters, routes, retries, timeouts, health checks, error bodies) is the same
+code for both, so the two configs cannot drift apart. ``python -m gateway.envoy_config``
+rewrites ``envoy.yaml``; ``--check`` fails when it is stale (CI runs it).
+
+What the gateway does, in request order:
+
+1. The buffer filter caps request bodies at :data:`MAX_REQUEST_BYTES` (413).
+2. The gRPC-JSON transcoder turns ``/api/v1/...`` JSON calls into gRPC calls on the
+   ``/cinema.v1.XService/Method`` path, and gRPC errors back into JSON with the mapped HTTP
+   status. Unknown paths (404) and unknown query parameters (400) are refused here.
+3. Routing happens on the gRPC path, so JSON and native gRPC share one route per RPC; each
+   route carries the retry policy that RPC can bear (see :func:`retry_class`).
+4. Replies Envoy makes itself (no route, no healthy upstream, timeout, body too large) become
+   ``{"code", "message", "details"}`` JSON for JSON clients; gRPC clients keep Envoy's
+   trailers-only reply with a proper ``grpc-status``.
+
+Reflection, the aggregate ``grpc.health.v1.Health`` and ``GET /healthz`` are answered by the
+gateway sidecar (:mod:`gateway.sidecar`), which shares Envoy's network namespace because it
+reads Envoy's admin API, bound to loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import ipaddress
+import pathlib
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from google.protobuf import descriptor, descriptor_pool
+
+# Importing the generated modules registers the contracts in the default descriptor pool,
+# which is where the RPC list below comes from.
+from cinema.v1 import cast_pb2, movie_pb2, order_pb2, user_pb2  # noqa: F401
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+ENVOY_YAML = REPO_ROOT / "envoy.yaml"
+#: The descriptor set that ``tools/protogen.py`` writes; a local Envoy reads it from here.
+REPO_DESCRIPTOR_SET = REPO_ROOT / "gen" / "descriptors" / "cinema.binpb"
+#: Where the Dockerfile puts the descriptor set in the image.
+CONTAINER_DESCRIPTOR_SET = "/etc/cinema/cinema.binpb"
+
+#: Service key (the Envoy cluster name and compose service name) -> gRPC service.
+SERVICES: Mapping[str, str] = MappingProxyType(
+    {
+        "movie": "cinema.v1.MovieService",
+        "cast": "cinema.v1.CastService",
+        "user": "cinema.v1.UserService",
+        "order": "cinema.v1.OrderService",
+    }
+)
+
+LISTEN_PORT = 8080
+ADMIN_PORT = 9901
+#: The port every service container listens on (``cinema serve SERVICE --port 50051``).
+CONTAINER_SERVICE_PORT = 50051
+#: Defaults of the sidecar's two ports; in containers they live in Envoy's network namespace.
+SIDECAR_GRPC_PORT = 9902
+SIDECAR_HTTP_PORT = 9903
+SIDECAR_GRPC_CLUSTER = "gateway_sidecar_grpc"
+SIDECAR_HTTP_CLUSTER = "gateway_sidecar_http"
+
+#: Largest request body accepted, JSON or gRPC: well above any Cinema request.
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Longest a call may take, retries included; a client's shorter ``grpc-timeout`` wins.
+REQUEST_TIMEOUT = "15s"
+#: One attempt of a repeatable call; a hung replica costs this much before the retry.
+PER_TRY_TIMEOUT = "5s"
+NUM_RETRIES = 2
+
+BUFFER_FILTER = "envoy.filters.http.buffer"
+TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+_GRPC_REFLECTION_PREFIXES = (
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    # grpcio-reflection answers v1alpha only; newer clients try v1 first and fall back on
+    # UNIMPLEMENTED, which the sidecar's server answers for an unknown service.
+    "/grpc.reflection.v1.ServerReflection/",
+)
+_GRPC_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+class Discovery(enum.Enum):
+    """How Envoy finds a service's replicas."""
+
+    #: Fixed IP addresses (``cinema up``: loopback ports of the replicas it started).
+    STATIC = "STATIC"
+    #: Host names re-resolved every 5 seconds (Envoy's default), every address returned
+    #: being a replica: compose's DNS answers a service name with the IPs of all its
+    #: containers, so `--scale` and restarts are picked up without a config change.
+    STRICT_DNS = "STRICT_DNS"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address of a service: an IP literal (STATIC) or a DNS name (STRICT_DNS)."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("endpoint host is empty")
+        _check_port(self.port, f"endpoint {self.host}")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where Envoy listens and where every service's replicas are.
+
+    ``endpoints`` maps each key of :data:`SERVICES` to its replicas' addresses. The sidecar
+    always listens on loopback next to Envoy, so only its ports are given.
+    """
+
+    endpoints: Mapping[str, tuple[Endpoint, ...]]
+    discovery: Discovery
+    descriptor_set: str
+    sidecar_grpc_port: int = SIDECAR_GRPC_PORT
+    sidecar_http_port: int = SIDECAR_HTTP_PORT
+    listen_address: str = "0.0.0.0"  # noqa: S104 - the gateway is the public entry point
+    listen_port: int = LISTEN_PORT
+    admin_port: int = ADMIN_PORT
+
+    def __post_init__(self) -> None:
+        endpoints = {key: tuple(value) for key, value in self.endpoints.items()}
+        if set(endpoints) != set(SERVICES):
+            raise ValueError(
+                f"topology must name exactly the services {sorted(SERVICES)}, "
+                f"got {sorted(endpoints)}"
+            )
+        for key, replicas in endpoints.items():
+            if not replicas:
+                raise ValueError(f"service {key!r} has no endpoints")
+            if self.discovery is Discovery.STATIC:
+                for endpoint in replicas:
+                    if not _is_ip(endpoint.host):
+                        raise ValueError(
+                            f"STATIC discovery needs IP addresses, {key!r} has {endpoint.host!r}"
+                        )
+        if not _is_ip(self.listen_address):
+            raise ValueError(f"listen_address must be an IP address, got {self.listen_address!r}")
+        for name in ("sidecar_grpc_port", "sidecar_http_port", "listen_port", "admin_port"):
+            _check_port(getattr(self, name), name)
+        # Freeze the mapping too, so a Topology can be shared without surprises.
+        object.__setattr__(self, "endpoints", MappingProxyType(endpoints))
+
+
+def container_topology(descriptor_set: str = CONTAINER_DESCRIPTOR_SET) -> Topology:
+    """The topology of ``docker-compose.yml``: each service by its compose name on 50051.
+
+    ``descriptor_set`` exists so tests can validate this config against the repository's
+    descriptor set; ``envoy.yaml`` always uses the image's path.
+    """
+    return Topology(
+        endpoints={key: (Endpoint(key, CONTAINER_SERVICE_PORT),) for key in SERVICES},
+        discovery=Discovery.STRICT_DNS,
+        descriptor_set=descriptor_set,
+    )
+
+
+def local_topology(
+    service_ports: Mapping[str, Sequence[int]],
+    *,
+    sidecar_grpc_port: int,
+    sidecar_http_port: int,
+    listen_address: str = "127.0.0.1",
+    listen_port: int = LISTEN_PORT,
+    admin_port: int = ADMIN_PORT,
+    descriptor_set: str | pathlib.Path = REPO_DESCRIPTOR_SET,
+    host: str = "127.0.0.1",
+) -> Topology:
+    """A topology of replicas listening on ``host`` (loopback), as ``cinema up`` runs them.
+
+    ``service_ports`` maps every key of :data:`SERVICES` to the ports of its replicas,
+    for example ``{"movie": [50051, 50052], "cast": [...], ...}``.
+    """
+    return Topology(
+        endpoints={
+            key: tuple(Endpoint(host, port) for port in ports)
+            for key, ports in service_ports.items()
+        },
+        discovery=Discovery.STATIC,
+        descriptor_set=str(descriptor_set),
+        sidecar_grpc_port=sidecar_grpc_port,
+        sidecar_http_port=sidecar_http_port,
+        listen_address=listen_address,
+        listen_port=listen_port,
+        admin_port=admin_port,
+    )
+
+
+# --- Retries -------------------------------------------------------------------------------
+
+
+class RetryClass(enum.Enum):
+    """What Envoy may do when an attempt fails.
+
+    Retrying on ``reset`` or on ``UNAVAILABLE`` re-sends a call the application may already
+    have carried out, so it is only for calls whose repetition is harmless.
+    """
+
+    #: Reads, and writes that carry an idempotency key: retried on any transport failure,
+    #: on ``UNAVAILABLE``, and when an attempt exceeds :data:`PER_TRY_TIMEOUT`.
+    REPEATABLE = "unavailable,reset,connect-failure,refused-stream"
+    #: Everything else: retried only when the request provably never reached the
+    #: application (connection refused, HTTP/2 REFUSED_STREAM, or reset before Envoy sent
+    #: it). A duplicate Create would make two resources; a repeated Delete or Update would
+    #: answer NOT_FOUND or overwrite a newer change although the first attempt succeeded.
+    UNSENT_ONLY = "connect-failure,refused-stream,reset-before-request"
+
+
+@dataclass(frozen=True)
+class RepeatableWrite:
+    """A non-read RPC that is safe to repeat, and why."""
+
+    reason: str
+    #: Field of the request that makes a repeat return the first result, if any; rendering
+    #: fails when the contract loses it, rather than retrying a call that is no longer safe.
+    idempotency_field: str | None = None
+
+
+#: Writes that Envoy may repeat. Keyed by gRPC path.
+REPEATABLE_WRITES: Mapping[str, RepeatableWrite] = MappingProxyType(
+    {
+        "/cinema.v1.OrderService/CreateOrder": RepeatableWrite(
+            "a repeat with the same request_id returns the first order", "request_id"
+        ),
+        "/cinema.v1.OrderService/PayOrder": RepeatableWrite(
+            "a repeat with the same request_id returns the first attempt and never charges again",
+            "request_id",
+        ),
+        # Login changes nothing that is stored; a repeat only signs a second token, which
+        # the caller never sees. Should logins ever be counted (lockout), remove it here.
+        "/cinema.v1.UserService/Login": RepeatableWrite("changes no stored state"),
+    }
+)
+
+#: AIP standard methods that only read.
+_READ_PREFIXES = ("Get", "List", "BatchGet")
+
+
+def retry_class(method: descriptor.MethodDescriptor) -> RetryClass:
+    """The retry class of an RPC: reads and :data:`REPEATABLE_WRITES` repeat, others don't."""
+    path = grpc_path(method)
+    if method.name.startswith(_READ_PREFIXES):
+        return RetryClass.REPEATABLE
+    write = REPEATABLE_WRITES.get(path)
+    if write is None:
+        return RetryClass.UNSENT_ONLY
+    if write.idempotency_field and write.idempotency_field not in method.input_type.fields_by_name:
+        raise ValueError(
+            f"{path} is listed as repeatable because of {write.idempotency_field!r}, "
+            f"but {method.input_type.full_name} has no such field"
+        )
+    return RetryClass.REPEATABLE
+
+
+def grpc_path(method: descriptor.MethodDescriptor) -> str:
+    """The HTTP/2 path of an RPC, e.g. ``/cinema.v1.MovieService/GetMovie``."""
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def service_methods(service_key: str) -> list[descriptor.MethodDescriptor]:
+    """The RPCs of one service, from the generated contracts."""
+    service = descriptor_pool.Default().FindServiceByName(SERVICES[service_key])
+    return list(service.methods)
+
+
+# --- Rendering -----------------------------------------------------------------------------
+
+
+def render(topology: Topology) -> dict[str, Any]:
+    """The Envoy bootstrap for ``topology``, as a dict ready for YAML or JSON."""
+    return {
+        "node": {"id": "cinema-gateway", "cluster": "cinema-gateway"},
+        # The admin API can drain listeners and dump config: never off the machine.
+        "admin": {"address": _socket_address("127.0.0.1", topology.admin_port)},
+        "static_resources": {
+            "listeners": [_listener(topology)],
+            "clusters": [
+                *(_service_cluster(key, topology.endpoints[key], topology) for key in SERVICES),
+                _sidecar_cluster(SIDECAR_GRPC_CLUSTER, topology.sidecar_grpc_port, http2=True),
+                _sidecar_cluster(SIDECAR_HTTP_CLUSTER, topology.sidecar_http_port, http2=False),
+            ],
+        },
+        # Without a limit Envoy accepts connections until it runs out of file descriptors.
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors"
+                        ".downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10000,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def dump_yaml(config: Mapping[str, Any], *, comment: str = "") -> str:
+    """``config`` as YAML, headed by a comment that says where it comes from."""
+    lines = ["Generated by gateway/envoy_config.py: do not edit.", *comment.splitlines()]
+    header = "".join(f"# {line}\n" for line in lines)
+    return header + yaml.dump(dict(config), Dumper=_Dumper, sort_keys=False, width=100)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Spells out repeated parts instead of YAML anchors: the file is read by people too."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _listener(topology: Topology) -> dict[str, Any]:
+    return {
+        "name": "gateway",
+        "address": _socket_address(topology.listen_address, topology.listen_port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": _http_connection_manager(topology),
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _http_connection_manager(topology: Topology) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
+        ".v3.HttpConnectionManager",
+        "stat_prefix": "gateway",
+        # One port for HTTP/1.1 JSON, h2c JSON and native gRPC: the codec is sniffed.
+        "codec_type": "AUTO",
+        # Envoy is the edge: the peer address is the client, not a forwarded header.
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        # Clients can quote the id of their request when they report a problem.
+        "always_set_request_id_in_response": True,
+        "request_headers_timeout": "10s",
+        "access_log": [_access_log()],
+        "local_reply_config": _local_reply_config(),
+        "route_config": {
+            "name": "cinema",
+            "virtual_hosts": [{"name": "cinema", "domains": ["*"], "routes": _routes()}],
+        },
+        "http_filters": [
+            {
+                "name": BUFFER_FILTER,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": MAX_REQUEST_BYTES,
+                },
+            },
+            {"name": TRANSCODER_FILTER, "typed_config": _transcoder(topology)},
+            {
+                "name": ROUTER_FILTER,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            },
+        ],
+    }
+
+
+def _transcoder(topology: Topology) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
+        ".GrpcJsonTranscoder",
+        "proto_descriptor": topology.descriptor_set,
+        "services": list(SERVICES.values()),
+        # Proto3 canonical JSON: lowerCamelCase names, enums as names, defaults omitted.
+        "print_options": {
+            "add_whitespace": False,
+            "always_print_primitive_fields": False,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": False,
+        },
+        # gRPC errors become {"code", "message", "details"} with the mapped HTTP status;
+        # details need google/rpc/*.proto in the descriptor set (tools/protogen.py adds them).
+        "convert_grpc_status": True,
+        # Left false, the incoming route is dropped after transcoding and the request is
+        # routed again on its gRPC path: one route per RPC serves JSON and gRPC alike.
+        "match_incoming_request_route": False,
+        "request_validation_options": {
+            # A JSON path that maps to no RPC is a 404 here instead of a gRPC server
+            # resetting a request it cannot parse (which would look like a 503).
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+            # Otherwise a body field silently wins over the same path variable.
+            "reject_binding_body_field_collisions": True,
+        },
+    }
+
+
+def _routes() -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = [
+        {
+            "name": "healthz",
+            "match": {"path": "/healthz"},
+            "route": {"cluster": SIDECAR_HTTP_CLUSTER, "timeout": "5s"},
+            # reject_unknown_method would answer 404 for a path no RPC binds.
+            "typed_per_filter_config": _disabled(TRANSCODER_FILTER),
+        },
+        *(
+            {
+                "name": name,
+                "match": {"prefix": prefix},
+                # Streams: reflection is bidirectional and Health/Watch lives as long as the
+                # client wants, so no route timeout and no buffering of the request.
+                "route": {"cluster": SIDECAR_GRPC_CLUSTER, "timeout": "0s"},
+                "typed_per_filter_config": _disabled(BUFFER_FILTER, TRANSCODER_FILTER),
+            }
+            for name, prefix in (
+                ("reflection-v1alpha", _GRPC_REFLECTION_PREFIXES[0]),
+                ("reflection-v1", _GRPC_REFLECTION_PREFIXES[1]),
+                ("health", _GRPC_HEALTH_PREFIX),
+            )
+        ),
+    ]
+    for key in SERVICES:
+        for method in service_methods(key):
+            path = grpc_path(method)
+            routes.append(
+                {
+                    "name": path.lstrip("/"),
+                    "match": {"path": path},
+                    "route": _route_action(key, retry_class(method)),
+                }
+            )
+    # An RPC this config does not know yet (a service deployed before the gateway) still
+    # reaches its service, with the retry policy that is safe for anything.
+    for key, service in SERVICES.items():
+        routes.append(
+            {
+                "name": f"{service}/*",
+                "match": {"prefix": f"/{service}/"},
+                "route": _route_action(key, RetryClass.UNSENT_ONLY),
+            }
+        )
+    return routes
+
+
+def _route_action(cluster: str, retries: RetryClass) -> dict[str, Any]:
+    retry_policy: dict[str, Any] = {
+        "retry_on": retries.value,
+        "num_retries": NUM_RETRIES,
+        # A retry goes to another replica when there is one.
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+                    ".PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+    if retries is RetryClass.REPEATABLE:
+        # A timed-out attempt may have been carried out: only repeatable calls get one.
+        retry_policy["per_try_timeout"] = PER_TRY_TIMEOUT
+    return {
+        "cluster": cluster,
+        # With max_stream_duration set the route `timeout` is not used: the stream limit
+        # covers the whole call, retries included, and a shorter grpc-timeout from the
+        # client takes its place (Envoy answers DEADLINE_EXCEEDED / 504 when it passes).
+        "max_stream_duration": {
+            "max_stream_duration": REQUEST_TIMEOUT,
+            "grpc_timeout_header_max": REQUEST_TIMEOUT,
+        },
+        "retry_policy": retry_policy,
+    }
+
+
+def _disabled(*filter_names: str) -> dict[str, Any]:
+    return {
+        name: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+        for name in filter_names
+    }
+
+
+def _service_cluster(key: str, endpoints: Sequence[Endpoint], topology: Topology) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": key,
+        "type": topology.discovery.value,
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        # Panic routing sends traffic to every host once fewer than half are healthy; with
+        # two or three replicas that means sending to the dead ones. Use the healthy only.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "typed_extension_protocol_options": _http_protocol_options(http2=True),
+        "load_assignment": {
+            "cluster_name": key,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket_address(e.host, e.port)}}
+                        for e in endpoints
+                    ]
+                }
+            ],
+        },
+        "health_checks": [
+            {
+                # Short intervals so a killed replica leaves rotation (and /healthz says so)
+                # within about two seconds, and an idle cluster is still watched.
+                "timeout": "1s",
+                "interval": "1s",
+                "no_traffic_interval": "1s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": SERVICES[key]},
+            }
+        ],
+        "outlier_detection": {
+            # Eject a replica for failures Envoy sees itself (connection refused or reset,
+            # timeouts), faster than the next health check. Errors the application returns
+            # never eject: an UNAVAILABLE from movie because cast is down says nothing about
+            # that movie replica, and ejecting it would spread one outage to two services.
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 2,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_time": "60s",
+            # Keep at least one of two replicas in rotation whatever outlier detection thinks;
+            # health checks, not ejection, take a service out entirely.
+            "max_ejection_percent": 50,
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": 1024,
+                    "max_pending_requests": 1024,
+                    "max_requests": 1024,
+                    # The default of 3 concurrent retries drops most retries under load,
+                    # exactly when a replica dies; allow as many as there are requests.
+                    "max_retries": 1024,
+                }
+            ]
+        },
+    }
+    return cluster
+
+
+def _sidecar_cluster(name: str, port: int, *, http2: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": _http_protocol_options(http2=http2),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address("127.0.0.1", port)}}]}
+            ],
+        },
+    }
+
+
+def _http_protocol_options(*, http2: bool) -> dict[str, Any]:
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            # Close idle upstream connections well before anything between would.
+            "common_http_protocol_options": {"idle_timeout": "60s"},
+            # gRPC needs HTTP/2 upstream; without it Envoy speaks HTTP/1.1 and gets a 502.
+            "explicit_http_config": (
+                {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+            ),
+        }
+    }
+
+
+#: HTTP status of an Envoy-made reply -> the canonical gRPC code its JSON body carries.
+LOCAL_REPLY_GRPC_CODES: Mapping[int, int] = MappingProxyType(
+    {
+        400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed JSON
+        401: 16,  # UNAUTHENTICATED
+        403: 7,  # PERMISSION_DENIED
+        404: 5,  # NOT_FOUND: no RPC binds this path
+        408: 4,  # DEADLINE_EXCEEDED: the request itself arrived too slowly
+        413: 8,  # RESOURCE_EXHAUSTED: body over MAX_REQUEST_BYTES, as gRPC's own size limit
+        429: 8,  # RESOURCE_EXHAUSTED
+        500: 13,  # INTERNAL
+        501: 12,  # UNIMPLEMENTED
+        502: 14,  # UNAVAILABLE
+        503: 14,  # UNAVAILABLE: no healthy upstream, connection refused
+        504: 4,  # DEADLINE_EXCEEDED: the call took longer than its deadline
+    }
+)
+_UNKNOWN = 2
+
+
+def _local_reply_config() -> dict[str, Any]:
+    # JSON only for clients that did not speak gRPC. Envoy answers a gRPC client with a
+    # trailers-only reply carrying grpc-status, and puts any body into grpc-message, so a
+    # JSON body there would only garble the message. Which kind of client it was is decided
+    # on the request as the client sent it, while these filters see the headers after the
+    # transcoder rewrote a JSON call into gRPC (content-type application/grpc): its
+    # x-envoy-original-path header marks those. No top-level body_format on purpose: it would
+    # apply to gRPC replies too.
+    json_client = {
+        "or_filter": {
+            "filters": [
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "content-type",
+                            "string_match": {"prefix": "application/grpc"},
+                            "invert_match": True,
+                            "treat_missing_header_as_empty": True,
+                        }
+                    }
+                },
+                {
+                    "header_filter": {
+                        "header": {"name": "x-envoy-original-path", "present_match": True}
+                    }
+                },
+            ]
+        }
+    }
+    mappers: list[dict[str, Any]] = [
+        {
+            "filter": {"and_filter": {"filters": [_status_is("EQ", status), json_client]}},
+            "body_format_override": _error_body(code),
+        }
+        for status, code in LOCAL_REPLY_GRPC_CODES.items()
+    ]
+    mappers.append(
+        {
+            "filter": {"and_filter": {"filters": [_status_is("GE", 400), json_client]}},
+            "body_format_override": _error_body(_UNKNOWN),
+        }
+    )
+    # Envoy derives a gRPC client's grpc-status from the HTTP status, and has no mapping for
+    # 413 (it would say UNKNOWN); gRPC's own message size limit says RESOURCE_EXHAUSTED.
+    # A grpc-status set here is kept. Listed after the JSON mappers, which never match gRPC.
+    mappers.append(
+        {
+            "filter": _status_is("EQ", 413),
+            "headers_to_add": [
+                {
+                    "header": {"key": "grpc-status", "value": str(LOCAL_REPLY_GRPC_CODES[413])},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        }
+    )
+    return {"mappers": mappers}
+
+
+def _status_is(op: str, status: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": op,
+                # runtime_key is mandatory in RuntimeUInt32; nothing sets it at runtime.
+                "value": {"default_value": status, "runtime_key": f"local_reply.status_{status}"},
+            }
+        }
+    }
+
+
+def _error_body(code: int) -> dict[str, Any]:
+    # The same shape as the transcoder's errors: google.rpc.Status in proto3 JSON.
+    return {
+        "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+        "content_type": "application/json",
+    }
+
+
+def _access_log() -> dict[str, Any]:
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3"
+            ".StdoutAccessLog",
+            "log_format": {
+                "json_format": {
+                    "time": "%START_TIME%",
+                    "request_id": "%REQ(X-REQUEST-ID)%",
+                    # What the client sent; for JSON calls `rpc` is the transcoded gRPC path.
+                    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+                    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                    "rpc": "%REQ(:PATH)%",
+                    "protocol": "%PROTOCOL%",
+                    "status": "%RESPONSE_CODE%",
+                    "grpc_status": "%GRPC_STATUS_NUMBER%",
+                    "flags": "%RESPONSE_FLAGS%",
+                    "details": "%RESPONSE_CODE_DETAILS%",
+                    "duration_ms": "%DURATION%",
+                    "route": "%ROUTE_NAME%",
+                    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+                    "upstream_host": "%UPSTREAM_HOST%",
+                    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                    "bytes_received": "%BYTES_RECEIVED%",
+                    "bytes_sent": "%BYTES_SENT%",
+                    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                    "user_agent": "%REQ(USER-AGENT)%",
+                }
+            },
+        },
+    }
+
+
+def _socket_address(address: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_port(port: int, what: str) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"{what}: port must be 1-65535, got {port}")
+
+
+# --- Command line --------------------------------------------------------------------------
+
+
+def container_yaml() -> str:
+    """The text ``envoy.yaml`` must have: the container topology, rendered."""
+    return dump_yaml(
+        render(container_topology()),
+        comment="The containers' topology (docker-compose.yml); `python -m gateway.envoy_config`\n"
+        "rewrites this file, `cinema up` renders its own topology from the same code.",
+    )
+
+
+def is_current(path: pathlib.Path = ENVOY_YAML) -> bool:
+    """Whether ``path`` holds exactly what :func:`container_yaml` renders."""
+    try:
+        return path.read_text() == container_yaml()
+    except FileNotFoundError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write ``envoy.yaml`` from the container topology, or with ``--check`` verify it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.envoy_config",
+        description="Render envoy.yaml (the container topology) from gateway/envoy_config.py.",
+    )
+    parser.add_argument("--check", action="store_true", help="fail when envoy.yaml is stale")
+    parser.add_argument("--output", type=pathlib.Path, default=ENVOY_YAML, help="file to write")
+    args = parser.parse_args(argv)
+    if args.check:
+        if not is_current(args.output):
+            print(f"{args.output} is stale: run `python -m gateway.envoy_config`", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    args.output.write_text(container_yaml())
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
