@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from services.cast.domain import Cast
 from services.cast.models import CastRow
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, as_utc
+from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork, as_utc
 
 
 class CastRepository(Protocol):
@@ -23,19 +22,11 @@ class CastRepository(Protocol):
     def delete(self, cast_id: str) -> bool: ...
 
 
-class CastUnitOfWork(Protocol):
+class CastUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the cast tables."""
 
     @property
     def casts(self) -> CastRepository: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-    def commit(self) -> None: ...
 
 
 def _to_domain(row: CastRow) -> Cast:

@@ -12,7 +12,7 @@ import logging
 import pathlib
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
@@ -101,6 +101,20 @@ class SessionFactories:
         self.read = sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
+
+
+class UnitOfWork(Protocol):
+    """What a use case sees of a transaction: enter, commit, leave (rolling back what was
+    not committed). Each service's protocol adds its repository."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+    def commit(self) -> None: ...
 
 
 class SqlAlchemyUnitOfWork:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, as_utc
+from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork, as_utc
 from services.common.money import Money
 from services.movie.domain import Movie
 from services.movie.models import Base, MovieCastRow, MovieGenreRow, MovieRow
@@ -26,19 +25,11 @@ class MovieRepository(Protocol):
     def delete(self, movie_id: str) -> bool: ...
 
 
-class MovieUnitOfWork(Protocol):
+class MovieUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the movie tables."""
 
     @property
     def movies(self) -> MovieRepository: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-    def commit(self) -> None: ...
 
 
 _movies = Base.metadata.tables[MovieRow.__tablename__]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from sqlalchemy import exc, insert, select, update
 from sqlalchemy.orm import Session
 
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork
+from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork
 from services.common.money import Money
 from services.order.domain import Order, OrderLine, OrderStatus, Payment, PaymentOutcome
 from services.order.models import Base, OrderItemRow, OrderRow, PaymentRow
@@ -50,19 +49,11 @@ class OrderRepository(Protocol):
         ...
 
 
-class OrderUnitOfWork(Protocol):
+class OrderUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the order tables."""
 
     @property
     def orders(self) -> OrderRepository: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-    def commit(self) -> None: ...
 
 
 _orders = Base.metadata.tables[OrderRow.__tablename__]

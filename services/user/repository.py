@@ -7,15 +7,14 @@ duplicate email surfaces inside :meth:`SqlAlchemyUserRepository.add` or ``save``
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.context import Role
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, as_utc
+from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork, as_utc
 from services.user.domain import EmailTaken, User, email_key
 from services.user.models import Base, UserRow
 
@@ -52,19 +51,11 @@ class UserRepository(Protocol):
         ...
 
 
-class UserUnitOfWork(Protocol):
+class UserUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the user tables."""
 
     @property
     def users(self) -> UserRepository: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-    def commit(self) -> None: ...
 
 
 _users = Base.metadata.tables[UserRow.__tablename__]
