@@ -350,7 +350,7 @@ class System:
         login = (
             f"  Log in as the first admin ({admin}):\n"
             f"    curl -s -X POST localhost:{port}/api/v1/auth/login "
-            f'-d \'{{"email": "{admin}", "password": "$CINEMA_ADMIN_PASSWORD"}}\''
+            f'-d "{{\\"email\\": \\"{admin}\\", \\"password\\": \\"$CINEMA_ADMIN_PASSWORD\\"}}"'
             if admin
             else "  No admin yet: restart with CINEMA_ADMIN_EMAIL and CINEMA_ADMIN_PASSWORD "
             "set to create the first one."
