@@ -34,11 +34,17 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 4) -> Engine:
     """An engine for ``url`` with the pool and pragmas Cinema relies on.
 
-    ``hide_parameters``: a logged database error must never carry bound values (password
-    hashes, payment token hashes) into the logs.
+    * ``hide_parameters``: a logged database error must never carry bound values (password
+      hashes, payment token hashes) into the logs.
+    * No overflow: the pool holds one connection per worker thread (settings make sure of
+      it), and overflow connections are closed when returned, which made PostgreSQL open
+      10 to 30 connections a second under load (docs/benchmarks.md).
+    * No pre-ping on PostgreSQL: a ``SELECT 1`` per checkout cost a round trip per call. A
+      connection that went stale (database restarted) fails its call with UNAVAILABLE
+      (which Envoy retries for reads) and the pool is invalidated.
     """
     if is_sqlite(url):
         database = make_url(url).database
@@ -48,7 +54,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=0,
             hide_parameters=True,
         )
         _configure_sqlite(engine)
@@ -56,8 +62,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=0,
         pool_recycle=1800,
         hide_parameters=True,
     )
@@ -93,13 +98,21 @@ def ping(engine: Engine) -> bool:
 
 
 class SessionFactories:
-    """Sessions for writing and for reading (reads never take SQLite's write lock)."""
+    """Sessions for writing and for reading (reads never take SQLite's write lock), and
+    plain connections for reads that are a single statement."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.write = sessionmaker(engine, expire_on_commit=False)
-        self.read = sessionmaker(
-            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        read_engine = engine.execution_options(**{_READ_ONLY: True})
+        self.read = sessionmaker(read_engine, expire_on_commit=False)
+        # A read that is one statement needs no transaction: on PostgreSQL autocommit
+        # saves the BEGIN and ROLLBACK round trips. Multi-statement reads keep a
+        # transaction, so they see one snapshot.
+        self.single_statement_read = (
+            engine.execution_options(isolation_level="AUTOCOMMIT", **{_READ_ONLY: True})
+            if engine.dialect.name == "postgresql"
+            else read_engine
         )
 
 
@@ -147,13 +160,18 @@ class SqlAlchemyUnitOfWork:
             self.session.rollback()
         finally:
             self.session.close()
-        if isinstance(exc_value, exc.OperationalError | exc.InterfaceError) and (
-            exc_value.connection_invalidated or _is_connectivity(exc_value)
-        ):
-            raise Unavailable("the database is unavailable") from exc_value
+        raise_if_unavailable(exc_value)
 
     def commit(self) -> None:
         self.session.commit()
+
+
+def raise_if_unavailable(error: BaseException | None) -> None:
+    """Raise :class:`Unavailable` when ``error`` says the database cannot be reached."""
+    if isinstance(error, exc.OperationalError | exc.InterfaceError) and (
+        error.connection_invalidated or _is_connectivity(error)
+    ):
+        raise Unavailable("the database is unavailable") from error
 
 
 def _is_connectivity(error: exc.DBAPIError) -> bool:

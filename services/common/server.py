@@ -50,7 +50,7 @@ class CinemaServer:
         port: int = 0,
         grace_seconds: float = 10.0,
         health_interval: float = 2.0,
-        worker_threads: int = 16,
+        worker_threads: int = 4,
         reuse_port: bool = False,
     ) -> None:
         self.spec = spec

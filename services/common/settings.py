@@ -79,6 +79,15 @@ class Settings:
             raise SettingsError(
                 "CINEMA_ADMIN_EMAIL and CINEMA_ADMIN_PASSWORD must be set together (or neither)"
             )
+        # Few threads: use cases hold the GIL for most of their time, so more threads add
+        # contention, not throughput (docs/benchmarks.md). One connection per thread.
+        worker_threads = env.integer("CINEMA_WORKER_THREADS", 4, low=1)
+        pool_size = env.integer("CINEMA_DB_POOL_SIZE", worker_threads, low=1)
+        if pool_size < worker_threads:
+            raise SettingsError(
+                f"CINEMA_DB_POOL_SIZE ({pool_size}) must be at least CINEMA_WORKER_THREADS "
+                f"({worker_threads}): every worker thread may hold a connection"
+            )
         log_format = env.text("CINEMA_LOG_FORMAT", "auto")
         if log_format not in ("auto", "json", "text"):
             raise SettingsError(f"CINEMA_LOG_FORMAT must be auto, json or text, got {log_format!r}")
@@ -103,8 +112,8 @@ class Settings:
             ),
             grace_seconds=env.number("CINEMA_GRACE_SECONDS", 10.0, low=0.0),
             peer_timeout_seconds=env.number("CINEMA_PEER_TIMEOUT_SECONDS", 5.0, low=0.05),
-            db_pool_size=env.integer("CINEMA_DB_POOL_SIZE", 10, low=1),
-            worker_threads=env.integer("CINEMA_WORKER_THREADS", 16, low=1),
+            db_pool_size=pool_size,
+            worker_threads=worker_threads,
             log_format=log_format,
             log_level=env.text("CINEMA_LOG_LEVEL", "INFO").upper(),
             payment_provider=_payment_provider(env),

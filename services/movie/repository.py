@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork, as_utc
+from services.common.db import (
+    SessionFactories,
+    SqlAlchemyUnitOfWork,
+    UnitOfWork,
+    as_utc,
+    raise_if_unavailable,
+)
 from services.common.money import Money
 from services.movie.domain import Movie
 from services.movie.models import Base, MovieCastRow, MovieGenreRow, MovieRow
@@ -37,16 +45,28 @@ _genres = Base.metadata.tables[MovieGenreRow.__tablename__]
 _casts = Base.metadata.tables[MovieCastRow.__tablename__]
 
 
-def _to_domain(row: Any) -> Movie:
+# GetMovie is the hot path. The statement is built once, so SQLAlchemy finds its compiled
+# form in the cache instead of rebuilding it per call; on PostgreSQL the same compiled SQL
+# runs straight on the pooled DBAPI cursor, which skips SQLAlchemy's per-execute work
+# (cache key, result processing): about a quarter of GetMovie's CPU (docs/benchmarks.md).
+_GET_MOVIE = select(_movies).where(_movies.c.id == bindparam("movie_id"))
+_GET_MOVIE_PSYCOPG2 = str(
+    _GET_MOVIE.compile(dialect=postgresql.psycopg2.dialect())  # type: ignore[no-untyped-call]
+)
+
+
+def _to_domain(row: Sequence[Any]) -> Movie:
+    """A movie from a row of ``_movies``' columns in table order (SQLAlchemy or DBAPI)."""
+    movie_id, title, plot, genres, cast_ids, currency, amount, created, updated = row
     return Movie(
-        id=row.id,
-        title=row.title,
-        plot=row.plot,
-        genres=tuple(row.genres),
-        cast_ids=tuple(row.cast_ids),
-        price=Money(row.price_currency, row.price_amount_minor),
-        create_time=as_utc(row.create_time),
-        update_time=as_utc(row.update_time),
+        id=movie_id,
+        title=title,
+        plot=plot,
+        genres=tuple(genres),
+        cast_ids=tuple(cast_ids),
+        price=Money(currency, amount),
+        create_time=as_utc(created),
+        update_time=as_utc(updated),
     )
 
 
@@ -63,10 +83,14 @@ def _columns(movie: Movie) -> dict[str, Any]:
 
 
 class SqlAlchemyMovieRepository:
-    """Core statements rather than ORM objects: reads are one SELECT and no identity map."""
+    """Core statements rather than ORM objects: reads are one SELECT and no identity map.
 
-    def __init__(self, session: Session) -> None:
+    Works on a Session (writes, in a transaction) or a plain Connection (reads).
+    """
+
+    def __init__(self, session: Session | Connection) -> None:
         self._session = session
+        self._psycopg2 = isinstance(session, Connection) and session.dialect.name == "postgresql"
 
     def _write_links(self, movie: Movie) -> None:
         if movie.genres:
@@ -85,7 +109,16 @@ class SqlAlchemyMovieRepository:
         self._write_links(movie)
 
     def get(self, movie_id: str) -> Movie | None:
-        row = self._session.execute(select(_movies).where(_movies.c.id == movie_id)).first()
+        if self._psycopg2:
+            assert isinstance(self._session, Connection)
+            cursor = self._session.connection.cursor()
+            try:
+                cursor.execute(_GET_MOVIE_PSYCOPG2, {"movie_id": movie_id})
+                raw = cursor.fetchone()
+            finally:
+                cursor.close()
+            return _to_domain(raw) if raw else None
+        row = self._session.execute(_GET_MOVIE, {"movie_id": movie_id}).first()
         return _to_domain(row) if row else None
 
     def get_many(self, movie_ids: Sequence[str]) -> list[Movie]:
@@ -126,10 +159,36 @@ class SqlAlchemyMovieRepository:
 
 
 class SqlAlchemyMovieUnitOfWork(SqlAlchemyUnitOfWork):
+    """Writes in a Session transaction. Every read use case of the movie service is one
+    statement, so reads run on a plain connection (autocommit on PostgreSQL): no Session
+    bookkeeping and no BEGIN/ROLLBACK round trips."""
+
     movies: SqlAlchemyMovieRepository
 
     def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
         super().__init__(sessions, read_only=read_only)
+        self._read_engine: Engine | None = sessions.single_statement_read if read_only else None
+        self._connection: Connection | None = None
 
     def _bind(self, session: Session) -> None:
         self.movies = SqlAlchemyMovieRepository(session)
+
+    def __enter__(self) -> Self:
+        if self._read_engine is None:
+            return super().__enter__()
+        self._connection = self._read_engine.connect()
+        self.movies = SqlAlchemyMovieRepository(self._connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._connection is None:
+            super().__exit__(exc_type, exc_value, traceback)
+            return
+        self._connection.close()
+        self._connection = None
+        raise_if_unavailable(exc_value)

@@ -96,6 +96,7 @@ def test_settings_defaults(tmp_path: pathlib.Path) -> None:
     assert settings.database_url == f"sqlite:///{tmp_path / 'movie.db'}"
     assert settings.cast_service_addr == "127.0.0.1:8080"
     assert settings.argon2.time_cost == 3  # production strength unless told otherwise
+    assert settings.db_pool_size == settings.worker_threads == 4
 
 
 @pytest.mark.parametrize(
@@ -107,6 +108,7 @@ def test_settings_defaults(tmp_path: pathlib.Path) -> None:
         ({"CINEMA_DB_POOL_SIZE": "0"}, "CINEMA_DB_POOL_SIZE"),
         ({"CINEMA_JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "CINEMA_JWT_PUBLIC_KEY_FILE"),
         ({"CINEMA_LOG_FORMAT": "xml"}, "CINEMA_LOG_FORMAT"),
+        ({"CINEMA_WORKER_THREADS": "8", "CINEMA_DB_POOL_SIZE": "4"}, "CINEMA_DB_POOL_SIZE"),
     ],
 )
 def test_settings_errors_name_the_variable(

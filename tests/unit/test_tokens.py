@@ -247,3 +247,41 @@ def test_the_messages_do_not_echo_the_token(keys: SigningKeys, verifier: TokenVe
     tampered = token[:-10] + "AAAAAAAAAA"
     error = refused(verifier, tampered)
     assert tampered not in error.message and "user-1" not in error.message
+
+
+# --- the cache of verified tokens ----------------------------------------------------------
+
+
+def test_a_remembered_token_is_refused_once_it_expires(
+    keys: SigningKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(keys.public_path.read_bytes(), issuer="cinema", audience="cinema")
+    issued = keys.issuer.issue("user-1", Role.USER)
+    assert verifier.verify(issued.token) == Principal("user-1", Role.USER)
+    assert verifier.verify(issued.token) == Principal("user-1", Role.USER)  # from the cache
+    later = issued.expires_at.timestamp() + 60
+    monkeypatch.setattr("services.common.auth.time.time", lambda: later)
+    error = refused(verifier, issued.token)
+    assert error.reason == "TOKEN_EXPIRED"
+
+
+def test_a_remembered_token_does_not_vouch_for_another_string(keys: SigningKeys) -> None:
+    verifier = TokenVerifier(keys.public_path.read_bytes(), issuer="cinema", audience="cinema")
+    token = keys.token("user-2", Role.USER)
+    verifier.verify(token)
+    header, payload, signature = token.split(".")
+    claims = json.loads(unb64url(payload))
+    claims["role"] = "admin"
+    refused(verifier, f"{header}.{b64url_json(claims)}.{signature}")
+    refused(verifier, token + "x")
+
+
+def test_the_cache_is_bounded(keys: SigningKeys) -> None:
+    verifier = TokenVerifier(
+        keys.public_path.read_bytes(), issuer="cinema", audience="cinema", cache_size=3
+    )
+    tokens = [keys.token(f"user-{i}", Role.USER) for i in range(5)]
+    for token in tokens:
+        verifier.verify(token)
+    assert len(verifier._verified) == 3
+    assert list(verifier._verified) == tokens[2:]
