@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, delete, insert, select, update
 
 from services.cast.domain import Cast
-from services.cast.models import CastRow
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork, as_utc
+from services.cast.models import Base, CastRow
+from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
 
 
 class CastRepository(Protocol):
@@ -29,23 +28,25 @@ class CastUnitOfWork(UnitOfWork, Protocol):
     def casts(self) -> CastRepository: ...
 
 
-def _to_domain(row: CastRow) -> Cast:
-    return Cast(
-        id=row.id,
-        name=row.name,
-        nationality=row.nationality,
-        create_time=as_utc(row.create_time),
-        update_time=as_utc(row.update_time),
-    )
+_casts = Base.metadata.tables[CastRow.__tablename__]
+
+
+def _to_domain(row: Sequence[Any]) -> Cast:
+    """A cast member from a row of ``_casts``' columns in table order."""
+    cast_id, name, nationality, created, updated = row
+    return Cast(cast_id, name, nationality, as_utc(created), as_utc(updated))
 
 
 class SqlAlchemyCastRepository:
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    """Core statements rather than ORM objects: BatchGetCasts, which every movie create
+    and update makes, is one SELECT with no identity map (docs/benchmarks.md)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
 
     def add(self, cast: Cast) -> None:
-        self._session.add(
-            CastRow(
+        self._connection.execute(
+            insert(_casts).values(
                 id=cast.id,
                 name=cast.name,
                 nationality=cast.nationality,
@@ -55,36 +56,35 @@ class SqlAlchemyCastRepository:
         )
 
     def get(self, cast_id: str) -> Cast | None:
-        row = self._session.get(CastRow, cast_id)
+        row = self._connection.execute(select(_casts).where(_casts.c.id == cast_id)).first()
         return _to_domain(row) if row else None
 
     def get_many(self, cast_ids: Sequence[str]) -> list[Cast]:
-        rows = self._session.scalars(select(CastRow).where(CastRow.id.in_(set(cast_ids))))
-        return [_to_domain(r) for r in rows]
+        query = select(_casts).where(_casts.c.id.in_(set(cast_ids)))
+        return [_to_domain(row) for row in self._connection.execute(query)]
 
     def list_page(self, after_id: str | None, limit: int) -> list[Cast]:
-        query = select(CastRow).order_by(CastRow.id).limit(limit)
+        query = select(_casts).order_by(_casts.c.id).limit(limit)
         if after_id is not None:
-            query = query.where(CastRow.id > after_id)
-        return [_to_domain(r) for r in self._session.scalars(query)]
+            query = query.where(_casts.c.id > after_id)
+        return [_to_domain(row) for row in self._connection.execute(query)]
 
     def save(self, cast: Cast) -> None:
-        row = self._session.get(CastRow, cast.id)
-        assert row is not None
-        row.name = cast.name
-        row.nationality = cast.nationality
-        row.update_time = cast.update_time
+        self._connection.execute(
+            update(_casts)
+            .where(_casts.c.id == cast.id)
+            .values(name=cast.name, nationality=cast.nationality, update_time=cast.update_time)
+        )
 
     def delete(self, cast_id: str) -> bool:
-        result = self._session.execute(delete(CastRow).where(CastRow.id == cast_id))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        result = self._connection.execute(delete(_casts).where(_casts.c.id == cast_id))
+        return bool(result.rowcount)
 
 
-class SqlAlchemyCastUnitOfWork(SqlAlchemyUnitOfWork):
+class SqlAlchemyCastUnitOfWork(CoreUnitOfWork):
+    """Cast reads are each one statement; writes are one transaction."""
+
     casts: SqlAlchemyCastRepository
 
-    def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
-        super().__init__(sessions, read_only=read_only)
-
-    def _bind(self, session: Session) -> None:
-        self.casts = SqlAlchemyCastRepository(session)
+    def _bind(self, connection: Connection) -> None:
+        self.casts = SqlAlchemyCastRepository(connection)

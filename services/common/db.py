@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -164,6 +164,49 @@ class SqlAlchemyUnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+
+
+class CoreUnitOfWork:
+    """One use case's database work for repositories written with Core statements only.
+
+    Writes run in a transaction on one connection (``BEGIN IMMEDIATE`` on SQLite); a
+    read-only use case, which must be a single statement, runs on a plain connection in
+    autocommit on PostgreSQL: no Session bookkeeping and no BEGIN/ROLLBACK round trips.
+    Subclasses build their repositories in :meth:`_bind`. Connectivity errors surface as
+    :class:`Unavailable`.
+    """
+
+    connection: Connection
+
+    def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
+        self._engine = sessions.single_statement_read if read_only else sessions.engine
+        self._read_only = read_only
+
+    def _bind(self, connection: Connection) -> None:  # pragma: no cover - overridden
+        """Create the repositories on ``connection``."""
+
+    def __enter__(self) -> Self:
+        self.connection = self._engine.connect()
+        if not self._read_only:
+            self.connection.begin()
+        self._bind(self.connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if self.connection.in_transaction():
+                self.connection.rollback()
+        finally:
+            self.connection.close()
+        raise_if_unavailable(exc_value)
+
+    def commit(self) -> None:
+        self.connection.commit()
 
 
 def raise_if_unavailable(error: BaseException | None) -> None:

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Session
 
-from services.common.db import (
-    SessionFactories,
-    SqlAlchemyUnitOfWork,
-    UnitOfWork,
-    as_utc,
-    raise_if_unavailable,
-)
+from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
 from services.common.money import Money
 from services.movie.domain import Movie
 from services.movie.models import Base, MovieCastRow, MovieGenreRow, MovieRow
@@ -83,46 +75,43 @@ def _columns(movie: Movie) -> dict[str, Any]:
 
 
 class SqlAlchemyMovieRepository:
-    """Core statements rather than ORM objects: reads are one SELECT and no identity map.
+    """Core statements rather than ORM objects: reads are one SELECT and no identity map."""
 
-    Works on a Session (writes, in a transaction) or a plain Connection (reads).
-    """
-
-    def __init__(self, session: Session | Connection) -> None:
-        self._session = session
-        self._psycopg2 = isinstance(session, Connection) and session.dialect.name == "postgresql"
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._psycopg2 = connection.dialect.name == "postgresql"
 
     def _write_links(self, movie: Movie) -> None:
         if movie.genres:
-            self._session.execute(
+            self._connection.execute(
                 insert(_genres), [{"movie_id": movie.id, "genre": g} for g in movie.genres]
             )
         if movie.cast_ids:
-            self._session.execute(
+            self._connection.execute(
                 insert(_casts), [{"movie_id": movie.id, "cast_id": c} for c in movie.cast_ids]
             )
 
     def add(self, movie: Movie) -> None:
-        self._session.execute(
+        self._connection.execute(
             insert(_movies).values(id=movie.id, create_time=movie.create_time, **_columns(movie))
         )
         self._write_links(movie)
 
     def get(self, movie_id: str) -> Movie | None:
         if self._psycopg2:
-            assert isinstance(self._session, Connection)
-            cursor = self._session.connection.cursor()
+            # The pooled DBAPI connection, in this unit of work's transaction if it has one.
+            cursor = self._connection.connection.cursor()
             try:
                 cursor.execute(_GET_MOVIE_PSYCOPG2, {"movie_id": movie_id})
                 raw = cursor.fetchone()
             finally:
                 cursor.close()
             return _to_domain(raw) if raw else None
-        row = self._session.execute(_GET_MOVIE, {"movie_id": movie_id}).first()
+        row = self._connection.execute(_GET_MOVIE, {"movie_id": movie_id}).first()
         return _to_domain(row) if row else None
 
     def get_many(self, movie_ids: Sequence[str]) -> list[Movie]:
-        rows = self._session.execute(select(_movies).where(_movies.c.id.in_(set(movie_ids))))
+        rows = self._connection.execute(select(_movies).where(_movies.c.id.in_(set(movie_ids))))
         return [_to_domain(r) for r in rows]
 
     def list_page(
@@ -139,56 +128,29 @@ class SqlAlchemyMovieRepository:
             query = query.where(
                 _movies.c.id.in_(select(_casts.c.movie_id).where(_casts.c.cast_id == cast_id))
             )
-        return [_to_domain(r) for r in self._session.execute(query)]
+        return [_to_domain(r) for r in self._connection.execute(query)]
 
     def save(self, movie: Movie) -> None:
-        self._session.execute(
+        self._connection.execute(
             update(_movies).where(_movies.c.id == movie.id).values(**_columns(movie))
         )
-        self._session.execute(delete(_genres).where(_genres.c.movie_id == movie.id))
-        self._session.execute(delete(_casts).where(_casts.c.movie_id == movie.id))
+        self._connection.execute(delete(_genres).where(_genres.c.movie_id == movie.id))
+        self._connection.execute(delete(_casts).where(_casts.c.movie_id == movie.id))
         self._write_links(movie)
 
     def delete(self, movie_id: str) -> bool:
         # Links first: SQLite enforces ON DELETE CASCADE only with foreign keys on, and
         # being explicit keeps the delete correct whatever the connection's pragmas.
-        self._session.execute(delete(_genres).where(_genres.c.movie_id == movie_id))
-        self._session.execute(delete(_casts).where(_casts.c.movie_id == movie_id))
-        result = self._session.execute(delete(_movies).where(_movies.c.id == movie_id))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        self._connection.execute(delete(_genres).where(_genres.c.movie_id == movie_id))
+        self._connection.execute(delete(_casts).where(_casts.c.movie_id == movie_id))
+        result = self._connection.execute(delete(_movies).where(_movies.c.id == movie_id))
+        return bool(result.rowcount)
 
 
-class SqlAlchemyMovieUnitOfWork(SqlAlchemyUnitOfWork):
-    """Writes in a Session transaction. Every read use case of the movie service is one
-    statement, so reads run on a plain connection (autocommit on PostgreSQL): no Session
-    bookkeeping and no BEGIN/ROLLBACK round trips."""
+class SqlAlchemyMovieUnitOfWork(CoreUnitOfWork):
+    """Movie reads are each one statement; writes are one transaction."""
 
     movies: SqlAlchemyMovieRepository
 
-    def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
-        super().__init__(sessions, read_only=read_only)
-        self._read_engine: Engine | None = sessions.single_statement_read if read_only else None
-        self._connection: Connection | None = None
-
-    def _bind(self, session: Session) -> None:
-        self.movies = SqlAlchemyMovieRepository(session)
-
-    def __enter__(self) -> Self:
-        if self._read_engine is None:
-            return super().__enter__()
-        self._connection = self._read_engine.connect()
-        self.movies = SqlAlchemyMovieRepository(self._connection)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._connection is None:
-            super().__exit__(exc_type, exc_value, traceback)
-            return
-        self._connection.close()
-        self._connection = None
-        raise_if_unavailable(exc_value)
+    def _bind(self, connection: Connection) -> None:
+        self.movies = SqlAlchemyMovieRepository(connection)
