@@ -16,6 +16,7 @@ import collections
 import pathlib
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -60,6 +61,10 @@ _PLUMBING = (
 
 def available() -> str | None:
     """The path of py-spy, if it is installed."""
+    # Beside this interpreter first: the venv's bin need not be on PATH.
+    beside = pathlib.Path(sys.executable).parent / "py-spy"
+    if beside.exists():
+        return str(beside)
     return shutil.which("py-spy")
 
 
