@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from services.cast.domain import BATCH_MAX, UPDATABLE_FIELDS, Cast, CastFields, check_fields
 from services.cast.repository import CastUnitOfWork
@@ -21,12 +20,6 @@ Clock = Callable[[], dt.datetime]
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True)
-class CastPage:
-    casts: list[Cast]
-    next_page_token: str
 
 
 def _check_id(cast_id: str, field: str = "id") -> None:
@@ -62,15 +55,12 @@ class CastService:
             raise NotFound("cast", cast_id)
         return cast
 
-    def list_casts(self, page_size: int, page_token: str) -> CastPage:
-        size = pagination.page_size(page_size)
-        after = pagination.decode_token(page_token, {})
-        with self._uow(read_only=True) as uow:
-            casts = uow.casts.list_page(after, size + 1)
-        more = len(casts) > size
-        casts = casts[:size]
-        token = pagination.encode_token(casts[-1].id, {}) if more else ""
-        return CastPage(casts, token)
+    def list_casts(self, page_size: int, page_token: str) -> pagination.Page[Cast]:
+        def fetch(after: str | None, limit: int) -> list[Cast]:
+            with self._uow(read_only=True) as uow:
+                return uow.casts.list_page(after, limit)
+
+        return pagination.keyset_page(page_size, page_token, {}, fetch)
 
     def update_cast(
         self, cast_id: str, fields: CastFields, mask: Sequence[str], populated: Sequence[str]

@@ -57,7 +57,7 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
             self._service.list_casts, request.page_size, request.page_token
         )
         return cast_pb2.ListCastsResponse(
-            casts=[cast_to_proto(c) for c in page.casts], next_page_token=page.next_page_token
+            casts=[cast_to_proto(c) for c in page.items], next_page_token=page.next_page_token
         )
 
     async def UpdateCast(

@@ -11,6 +11,9 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from services.common.errors import FieldViolation, InvalidArgument
 
@@ -54,3 +57,40 @@ def decode_token(token: str, filters: dict[str, str], field: str = "page_token")
     if fingerprint != _fingerprint(filters):
         raise InvalidArgument([FieldViolation(field, "page token was made for other filters")])
     return last_key
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=_Identified)
+
+
+@dataclass(frozen=True)
+class Page(Generic[Item]):
+    """One page of a list, and the token of the next page (empty on the last one)."""
+
+    items: list[Item]
+    next_page_token: str
+
+
+def keyset_page(
+    size: int,
+    token: str,
+    filters: dict[str, str],
+    fetch: Callable[[str | None, int], list[Item]],
+) -> Page[Item]:
+    """One page of a list ordered by id, paged by the id of its last item.
+
+    ``fetch(after, limit)`` returns at most ``limit`` items that come after the id
+    ``after`` (``None``: from the start) in the list's order. One item more than the page
+    is asked for, so the last page is known without a second query.
+    """
+    limit = page_size(size)
+    after = decode_token(token, filters)
+    items = fetch(after, limit + 1)
+    if len(items) <= limit:
+        return Page(items, "")
+    items = items[:limit]
+    return Page(items, encode_token(items[-1].id, filters))

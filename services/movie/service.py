@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from services.common import pagination
@@ -42,12 +41,6 @@ class CastDirectory(Protocol):
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True)
-class MoviePage:
-    movies: list[Movie]
-    next_page_token: str
 
 
 def _require(value: str, field: str) -> None:
@@ -110,18 +103,16 @@ class MovieService:
 
     def list_movies(
         self, page_size: int, page_token: str, *, genre: str, cast_id: str
-    ) -> MoviePage:
-        size = pagination.page_size(page_size)
+    ) -> pagination.Page[Movie]:
         filters = {"genre": genre.strip(), "cast_id": cast_id.strip()}
-        after = pagination.decode_token(page_token, filters)
-        with self._uow(read_only=True) as uow:
-            movies = uow.movies.list_page(
-                after, size + 1, genre=filters["genre"] or None, cast_id=filters["cast_id"] or None
-            )
-        more = len(movies) > size
-        movies = movies[:size]
-        token = pagination.encode_token(movies[-1].id, filters) if more else ""
-        return MoviePage(movies, token)
+
+        def fetch(after: str | None, limit: int) -> list[Movie]:
+            with self._uow(read_only=True) as uow:
+                return uow.movies.list_page(
+                    after, limit, genre=filters["genre"] or None, cast_id=filters["cast_id"] or None
+                )
+
+        return pagination.keyset_page(page_size, page_token, filters, fetch)
 
     def update_movie(
         self,

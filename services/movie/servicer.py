@@ -100,7 +100,7 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
             cast_id=request.cast_id,
         )
         return movie_pb2.ListMoviesResponse(
-            movies=[movie_to_proto(m) for m in page.movies], next_page_token=page.next_page_token
+            movies=[movie_to_proto(m) for m in page.items], next_page_token=page.next_page_token
         )
 
     async def UpdateMovie(

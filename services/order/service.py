@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from services.common import pagination
@@ -75,12 +74,6 @@ class MovieCatalogue(Protocol):
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True)
-class OrderPage:
-    orders: list[Order]
-    next_page_token: str
 
 
 def _require_id(value: str, field: str = "id") -> None:
@@ -199,7 +192,7 @@ class OrderService:
         user_id: str,
         status: OrderStatus | None,
         context: RequestContext,
-    ) -> OrderPage:
+    ) -> pagination.Page[Order]:
         """A page of orders, newest first: the caller's own; an admin's choice of user, or all.
 
         Ids are UUIDv7 (time-ordered), so "newest first" is ``id DESC`` and the page token
@@ -211,17 +204,15 @@ class OrderService:
             if user_filter and user_filter != principal.subject:
                 raise PermissionDenied("a user may list only their own orders")
             user_filter = principal.subject
-        size = pagination.page_size(page_size)
         filters = {"user_id": user_filter, "status": status.value if status else ""}
-        before = pagination.decode_token(page_token, filters)
-        with self._uow(read_only=True) as uow:
-            orders = uow.orders.list_page(
-                before, size + 1, user_id=user_filter or None, status=status
-            )
-        more = len(orders) > size
-        orders = orders[:size]
-        token = pagination.encode_token(orders[-1].id, filters) if more else ""
-        return OrderPage(orders, token)
+
+        def fetch(before: str | None, limit: int) -> list[Order]:
+            with self._uow(read_only=True) as uow:
+                return uow.orders.list_page(
+                    before, limit, user_id=user_filter or None, status=status
+                )
+
+        return pagination.keyset_page(page_size, page_token, filters, fetch)
 
     def pay_order(
         self, order_id: str, payment_token: str, request_id: str, context: RequestContext

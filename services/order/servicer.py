@@ -112,7 +112,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             context=current_request(),
         )
         return order_pb2.ListOrdersResponse(
-            orders=[order_to_proto(o) for o in page.orders], next_page_token=page.next_page_token
+            orders=[order_to_proto(o) for o in page.items], next_page_token=page.next_page_token
         )
 
     async def PayOrder(

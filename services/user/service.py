@@ -74,12 +74,6 @@ def _utc_now() -> dt.datetime:
 
 
 @dataclass(frozen=True)
-class UserPage:
-    users: list[User]
-    next_page_token: str
-
-
-@dataclass(frozen=True)
 class AccessGrant:
     """A signed access token, when it expires, and how many seconds are left until then."""
 
@@ -163,16 +157,14 @@ class UserService:
             raise NotFound("user", user_id)
         return user
 
-    def list_users(self, page_size: int, page_token: str) -> UserPage:
+    def list_users(self, page_size: int, page_token: str) -> pagination.Page[User]:
         """Accounts oldest first (ids are time-ordered); the RPC is admin-only."""
-        size = pagination.page_size(page_size)
-        after = pagination.decode_token(page_token, {})
-        with self._uow(read_only=True) as uow:
-            users = uow.users.list_page(after, size + 1)
-        more = len(users) > size
-        users = users[:size]
-        token = pagination.encode_token(users[-1].id, {}) if more else ""
-        return UserPage(users, token)
+
+        def fetch(after: str | None, limit: int) -> list[User]:
+            with self._uow(read_only=True) as uow:
+                return uow.users.list_page(after, limit)
+
+        return pagination.keyset_page(page_size, page_token, {}, fetch)
 
     def update_user(
         self,

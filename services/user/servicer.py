@@ -81,7 +81,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             self._service.list_users, request.page_size, request.page_token
         )
         return user_pb2.ListUsersResponse(
-            users=[user_to_proto(u) for u in page.users], next_page_token=page.next_page_token
+            users=[user_to_proto(u) for u in page.items], next_page_token=page.next_page_token
         )
 
     async def UpdateUser(

@@ -337,7 +337,7 @@ def test_list_is_own_orders_newest_first_and_pages(shop: Shop) -> None:
     token = ""
     while True:
         page = shop.service.list_orders(2, token, user_id="", status=None, context=ALICE)
-        seen += [o.id for o in page.orders]
+        seen += [o.id for o in page.items]
         token = page.next_page_token
         if not token:
             break
@@ -356,11 +356,11 @@ def test_list_filters_by_user_for_an_admin_only(shop: Shop) -> None:
     with pytest.raises(PermissionDenied):
         shop.service.list_orders(0, "", user_id="bob", status=None, context=ALICE)
     own = shop.service.list_orders(0, "", user_id="alice", status=None, context=ALICE)
-    assert [o.id for o in own.orders] == [alices.id]
+    assert [o.id for o in own.items] == [alices.id]
     everyone = shop.service.list_orders(0, "", user_id="", status=None, context=ADMIN)
-    assert {o.id for o in everyone.orders} == {alices.id, bobs.id}
+    assert {o.id for o in everyone.items} == {alices.id, bobs.id}
     just_bob = shop.service.list_orders(0, "", user_id="bob", status=None, context=ADMIN)
-    assert [o.id for o in just_bob.orders] == [bobs.id]
+    assert [o.id for o in just_bob.items] == [bobs.id]
 
 
 def test_list_filters_by_status(shop: Shop) -> None:
@@ -368,9 +368,9 @@ def test_list_filters_by_status(shop: Shop) -> None:
     shop.service.pay_order(paid.id, "tok_visa", "p", ALICE)
     pending = new_order(shop, "b")
     found = shop.service.list_orders(0, "", user_id="", status=OrderStatus.PAID, context=ALICE)
-    assert [o.id for o in found.orders] == [paid.id]
+    assert [o.id for o in found.items] == [paid.id]
     found = shop.service.list_orders(0, "", user_id="", status=OrderStatus.PENDING, context=ALICE)
-    assert [o.id for o in found.orders] == [pending.id]
+    assert [o.id for o in found.items] == [pending.id]
 
 
 # --- PayOrder, CancelOrder -------------------------------------------------------------
