@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Callable, Sequence
 
 from services.cast.domain import BATCH_MAX, UPDATABLE_FIELDS, Cast, CastFields, check_fields
 from services.cast.repository import CastUnitOfWork
 from services.common import pagination
 from services.common.batch import check_batch_ids, in_request_order
+from services.common.clock import Clock, utc_now
 from services.common.errors import NotFound, Violations
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
 
 UnitOfWorkFactory = Callable[..., CastUnitOfWork]
-Clock = Callable[[], dt.datetime]
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _check_id(cast_id: str, field: str = "id") -> None:
@@ -32,7 +27,7 @@ def _check_id(cast_id: str, field: str = "id") -> None:
 class CastService:
     """Create, read, change and delete cast members."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock = _utc_now) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock = utc_now) -> None:
         self._uow = uow
         self._clock = clock
 

@@ -4,12 +4,12 @@ service happen before the transaction opens, so a cast outage writes nothing."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from services.common import pagination
 from services.common.batch import check_batch_ids, in_request_order
+from services.common.clock import Clock, utc_now
 from services.common.context import RequestContext
 from services.common.errors import NotFound, Violations
 from services.common.ids import new_id
@@ -28,7 +28,6 @@ from services.movie.domain import (
 from services.movie.repository import MovieUnitOfWork
 
 UnitOfWorkFactory = Callable[..., MovieUnitOfWork]
-Clock = Callable[[], dt.datetime]
 
 
 class CastDirectory(Protocol):
@@ -37,10 +36,6 @@ class CastDirectory(Protocol):
     def get_many(self, cast_ids: Sequence[str], context: RequestContext) -> list[CastMember]:
         """The cast members that exist among ``cast_ids``, in ONE call."""
         ...
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _require(value: str, field: str) -> None:
@@ -54,7 +49,7 @@ class MovieService:
     """Create, read, change and delete movies."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, casts: CastDirectory, clock: Clock = _utc_now
+        self, uow: UnitOfWorkFactory, casts: CastDirectory, clock: Clock = utc_now
     ) -> None:
         self._uow = uow
         self._casts = casts

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -10,7 +9,7 @@ from typing import Any, Protocol
 from sqlalchemy import exc, insert, select, update
 from sqlalchemy.orm import Session
 
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork
+from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork, as_utc
 from services.common.money import Money
 from services.order.domain import Order, OrderLine, OrderStatus, Payment, PaymentOutcome
 from services.order.models import Base, OrderItemRow, OrderRow, PaymentRow
@@ -61,11 +60,6 @@ _items = Base.metadata.tables[OrderItemRow.__tablename__]
 _payments = Base.metadata.tables[PaymentRow.__tablename__]
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; everything Cinema stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _line(row: Any) -> OrderLine:
     return OrderLine(
         movie_id=row.movie_id,
@@ -84,7 +78,7 @@ def _payment(row: Any) -> Payment:
         outcome=PaymentOutcome(row.outcome),
         decline_reason=row.decline_reason,
         provider_reference=row.provider_reference,
-        create_time=_utc(row.create_time),
+        create_time=as_utc(row.create_time),
     )
 
 
@@ -156,8 +150,8 @@ class SqlAlchemyOrderRepository:
                 total=Money(row.total_currency, row.total_amount_minor),
                 status=OrderStatus(row.status),
                 payments=tuple(payments[row.id]),
-                create_time=_utc(row.create_time),
-                update_time=_utc(row.update_time),
+                create_time=as_utc(row.create_time),
+                update_time=as_utc(row.update_time),
             )
             for row in rows
         ]

@@ -22,11 +22,11 @@ Decisions a client can observe:
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from services.common import pagination
+from services.common.clock import Clock, utc_now
 from services.common.context import Principal, RequestContext
 from services.common.errors import AlreadyExists, NotFound, PermissionDenied, Violations
 from services.common.ids import new_id
@@ -51,7 +51,6 @@ from services.order.payments import PaymentProvider
 from services.order.repository import DuplicateOrderRequest, OrderUnitOfWork
 
 UnitOfWorkFactory = Callable[..., OrderUnitOfWork]
-Clock = Callable[[], dt.datetime]
 
 REASON_BUYER_NOT_FOUND = "BUYER_NOT_FOUND"
 
@@ -70,10 +69,6 @@ class MovieCatalogue(Protocol):
     def get_many(self, movie_ids: Sequence[str], context: RequestContext) -> list[CatalogueMovie]:
         """The movies that exist among ``movie_ids``, in ONE call."""
         ...
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _require_id(value: str, field: str = "id") -> None:
@@ -108,7 +103,7 @@ class OrderService:
         users: UserDirectory,
         movies: MovieCatalogue,
         payments: PaymentProvider,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         self._uow = uow
         self._users = users

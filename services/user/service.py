@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from services.common import pagination
 from services.common.auth import TokenIssuer
+from services.common.clock import Clock, utc_now
 from services.common.context import Principal, RequestContext, Role
 from services.common.errors import (
     FailedPrecondition,
@@ -64,13 +65,8 @@ from services.user.repository import UserUnitOfWork
 logger = logging.getLogger(__name__)
 
 UnitOfWorkFactory = Callable[..., UserUnitOfWork]
-Clock = Callable[[], dt.datetime]
 
 FIRST_ADMIN_DISPLAY_NAME = "Administrator"
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -112,7 +108,7 @@ class UserService:
         uow: UnitOfWorkFactory,
         passwords: PasswordHasher,
         tokens: TokenIssuer,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         self._uow = uow
         self._passwords = passwords
