@@ -115,3 +115,11 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+def require_text(value: str, field: str) -> None:
+    """Refuse a required string field that is empty or blank, naming it."""
+    violations = Violations()
+    if not value.strip():
+        violations.add(field, "is required")
+    violations.raise_if_any()

@@ -28,7 +28,13 @@ from typing import Protocol
 from services.common import pagination
 from services.common.clock import Clock, utc_now
 from services.common.context import Principal, RequestContext
-from services.common.errors import AlreadyExists, NotFound, PermissionDenied, Violations
+from services.common.errors import (
+    AlreadyExists,
+    NotFound,
+    PermissionDenied,
+    Violations,
+    require_text,
+)
 from services.common.ids import new_id
 from services.order.domain import (
     PAYMENT_TOKEN_MAX,
@@ -69,13 +75,6 @@ class MovieCatalogue(Protocol):
     def get_many(self, movie_ids: Sequence[str], context: RequestContext) -> list[CatalogueMovie]:
         """The movies that exist among ``movie_ids``, in ONE call."""
         ...
-
-
-def _require_id(value: str, field: str = "id") -> None:
-    violations = Violations()
-    if not value.strip():
-        violations.add(field, "is required")
-    violations.raise_if_any()
 
 
 def _visible(order: Order | None, order_id: str, principal: Principal) -> Order:
@@ -174,7 +173,7 @@ class OrderService:
     def get_order(self, order_id: str, context: RequestContext) -> Order:
         """One order: the caller's own, or any for an admin."""
         principal = context.require_principal()
-        _require_id(order_id)
+        require_text(order_id, "id")
         with self._uow(read_only=True) as uow:
             order = uow.orders.get(order_id)
         return _visible(order, order_id, principal)
@@ -282,7 +281,7 @@ class OrderService:
     def cancel_order(self, order_id: str, context: RequestContext) -> Order:
         """Cancel a PENDING or PAYMENT_FAILED order; FAILED_PRECONDITION otherwise."""
         principal = context.require_principal()
-        _require_id(order_id)
+        require_text(order_id, "id")
         with self._uow() as uow:
             order = _visible(uow.orders.get(order_id, for_update=True), order_id, principal)
             cancelled = cancel(order, self._clock())

@@ -44,6 +44,7 @@ from services.common.errors import (
     PermissionDenied,
     Unauthenticated,
     Violations,
+    require_text,
 )
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
@@ -76,13 +77,6 @@ class AccessGrant:
     access_token: str = field(repr=False)
     expire_time: dt.datetime
     expires_in: int
-
-
-def _require(value: str, field_path: str) -> None:
-    violations = Violations()
-    if not value.strip():
-        violations.add(field_path, "is required")
-    violations.raise_if_any()
 
 
 def _bad_credentials() -> Unauthenticated:
@@ -144,7 +138,7 @@ class UserService:
 
     def get_user(self, user_id: str, context: RequestContext) -> User:
         """The account: the caller's own, or any for an admin."""
-        _require(user_id, "id")
+        require_text(user_id, "id")
         # Ownership before existence: a user learns nothing about other ids.
         context.require_self_or_admin(user_id)
         with self._uow(read_only=True) as uow:
@@ -171,7 +165,7 @@ class UserService:
         context: RequestContext,
     ) -> User:
         """Change the fields named by ``mask`` (or every populated one) of an account."""
-        _require(user_id, "user.id")
+        require_text(user_id, "user.id")
         principal = context.require_self_or_admin(user_id)
         paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
         violations = Violations()
@@ -230,7 +224,7 @@ class UserService:
 
     def delete_user(self, user_id: str, context: RequestContext) -> None:
         """Delete an account: the caller's own, or any for an admin; never the last admin."""
-        _require(user_id, "id")
+        require_text(user_id, "id")
         context.require_self_or_admin(user_id)
         with self._uow() as uow:
             current = uow.users.get(user_id)
