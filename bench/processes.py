@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pathlib
 import re
@@ -123,16 +124,38 @@ def _wait_for_log(child: Child, pattern: str, timeout: float) -> re.Match[str]:
     raise StartError(f"{child.name} did not start; its log ends:\n{child.tail()}")
 
 
-def start_stub(log_dir: pathlib.Path, *, thread_hop: bool = False, bare: bool = False) -> Child:
+def start_stub(log_dir: pathlib.Path, *, bare: bool = False) -> Child:
     """The echo stub on a free loopback port (see :mod:`bench.stub` for the variants)."""
-    name = "stub" + ("-bare" if bare else "") + ("-thread-hop" if thread_hop else "")
+    name = "stub" + ("-bare" if bare else "")
     argv = [sys.executable, "-m", "bench.stub", "--host", "127.0.0.1", "--port", "0"]
-    if thread_hop:
-        argv.append("--thread-hop")
     if bare:
         argv.append("--bare")
     child = _spawn(name, argv, log_dir / f"{name}.log", {**os.environ, "PYTHONUNBUFFERED": "1"})
     child.port = int(_wait_for_log(child, r"stub listening on port (\d+)", 30).group(1))
+    return child
+
+
+def start_serving_model(
+    log_dir: pathlib.Path,
+    model: str,
+    database_url: str,
+    *,
+    echo: bool,
+    python_path: pathlib.Path | None = None,
+    name: str | None = None,
+) -> Child:
+    """One model of the serving A/B (:mod:`bench.serving`) on a free loopback port;
+    ``python_path`` goes first on ``PYTHONPATH`` (another grpcio)."""
+    label = name or f"serving-{model}" + ("-echo" if echo else "")
+    argv = [sys.executable, "-m", "bench.serving", model, "--database-url", database_url]
+    if echo:
+        argv.append("--echo")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if python_path is not None:
+        repo = str(pathlib.Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([str(python_path), repo])
+    child = _spawn(label, argv, log_dir / f"{label}.log", env)
+    child.port = int(_wait_for_log(child, r"serving \S+ on port (\d+)", 60).group(1))
     return child
 
 
@@ -315,6 +338,8 @@ class CinemaUp:
     port: int
     admin_port: int
     data_dir: pathlib.Path
+    #: Seconds from spawning ``cinema up`` to its "Cinema is up" line.
+    startup_seconds: float = math.nan
 
     @classmethod
     def start(
@@ -334,6 +359,7 @@ class CinemaUp:
         ]  # fmt: skip
         for service, url in database_urls.items():
             argv += ["--database-url", f"{service}={url}"]
+        started = time.monotonic()
         child = _spawn(
             f"cinema-up-r{replicas}",
             argv,
@@ -342,7 +368,7 @@ class CinemaUp:
         )
         _wait_for_log(child, r"Cinema is up on", timeout)
         child.port = port
-        return cls(child, port, admin_port, data_dir)
+        return cls(child, port, admin_port, data_dir, time.monotonic() - started)
 
     def state(self) -> dict[str, Any]:
         """``state.json``: pid and port of every process."""

@@ -96,3 +96,14 @@ def busy_share(before: MachineCpu, after: MachineCpu) -> float:
 def load_average() -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages."""
     return os.getloadavg()
+
+
+def resident_mib(pid: int) -> float | None:
+    """Resident memory of ``pid`` (``VmRSS``) in MiB, or None if it is gone."""
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -36,9 +36,11 @@ class ProfileSummary:
     samples: int
     self_time: list[FrameShare]
     inclusive: list[FrameShare]
-    #: Share of samples on the asyncio event-loop thread (gRPC, interceptors, servicers).
+    #: Share of samples on the thread that drives gRPC's completion queue: the asyncio
+    #: event loop of a grpc.aio server, or the polling thread of grpcio's sync server.
     event_loop: float = 0.0
-    #: Share of samples on other threads (the use cases run by ``asyncio.to_thread``).
+    #: Share of samples on worker threads (the sync server's calls, or the use cases a
+    #: grpc.aio server runs in ``asyncio.to_thread``).
     worker_threads: float = 0.0
 
 
@@ -57,6 +59,10 @@ _PLUMBING = (
     "_run_module_as_main ",
     "_run_code ",
 )
+
+
+#: A frame that marks the thread driving gRPC's completion queue.
+_TRANSPORT_THREAD = ("BaseEventLoop.run_forever ", "_serve (grpc/_server.py")
 
 
 def available() -> str | None:
@@ -110,7 +116,7 @@ def summarise(lines: Iterable[str], *, top: int = 15) -> ProfileSummary:
         count = int(count_text)
         frames = stack.split(";")
         total += count
-        if any(f.startswith("BaseEventLoop.run_forever ") for f in frames):
+        if any(f.startswith(_TRANSPORT_THREAD) for f in frames):
             loop += count
         elif any(f.startswith("Thread._bootstrap") for f in frames):
             workers += count

@@ -357,7 +357,7 @@ class UseCaseGetMovie:
         def call(movie_id: str) -> None:
             service.get_movie(movie_id, MovieView.BASIC, context)
 
-        operation = _BlockingLoop(call, engine.dispose, _shuffled(self.ids, worker))
+        operation = _BlockingLoop(call, sessions.close, _shuffled(self.ids, worker))
         await _check(operation, self.name)
         return operation
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -63,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "serve":
             from services.common.server import serve
 
-            asyncio.run(serve(args.service, host=args.host, port=args.port))
+            serve(args.service, host=args.host, port=args.port)
         elif args.command == "migrate":
             from services.common import logs, migrations
             from services.common.db import make_engine

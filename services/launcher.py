@@ -222,25 +222,6 @@ class System:
             f"Starting Cinema ({self.options.replicas} replicas per service, {backend}, "
             f"data in {self.data_dir})"
         )
-        replicas: list[tuple[str, Child]] = []
-        for service in SERVICES:
-            env = self._service_env(service, keys)
-            for replica in range(1, self.options.replicas + 1):
-                child = Child(
-                    name=f"{service}-{replica}",
-                    argv=[cinema, "serve", service, "--host", "127.0.0.1", "--port", "0"],
-                    env=env,
-                    log_path=self.logs / f"{service}-{replica}.log",
-                    ports_pattern=_SERVICE_PORT,
-                )
-                self.children.append(child)
-                child.start()  # all at once; replicas of one service take turns migrating
-                replicas.append((service, child))
-        ports: dict[str, list[int]] = {}
-        for service, child in replicas:
-            (port,) = child.wait_ports(_START_TIMEOUT)
-            ports.setdefault(service, []).append(port)
-            self.say(f"  started {child.name:<8} on 127.0.0.1:{port}")
         sidecar = Child(
             name="sidecar",
             argv=[
@@ -260,7 +241,26 @@ class System:
             ports_pattern=_SIDECAR_PORTS,
         )
         self.children.append(sidecar)
-        sidecar.start()
+        sidecar.start()  # it needs nothing of the replicas: start it beside them
+        replicas: list[tuple[str, Child]] = []
+        for service in SERVICES:
+            env = self._service_env(service, keys)
+            for replica in range(1, self.options.replicas + 1):
+                child = Child(
+                    name=f"{service}-{replica}",
+                    argv=[cinema, "serve", service, "--host", "127.0.0.1", "--port", "0"],
+                    env=env,
+                    log_path=self.logs / f"{service}-{replica}.log",
+                    ports_pattern=_SERVICE_PORT,
+                )
+                self.children.append(child)
+                child.start()  # all at once; replicas of one service take turns migrating
+                replicas.append((service, child))
+        ports: dict[str, list[int]] = {}
+        for service, child in replicas:
+            (port,) = child.wait_ports(_START_TIMEOUT)
+            ports.setdefault(service, []).append(port)
+            self.say(f"  started {child.name:<8} on 127.0.0.1:{port}")
         grpc_port, http_port = sidecar.wait_ports(_START_TIMEOUT)
         topology = envoy_config.local_topology(
             ports,

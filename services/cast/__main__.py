@@ -27,14 +27,14 @@ def build(settings: Settings) -> ServiceSpec:
     sessions = SessionFactories(engine)
     service = CastService(functools.partial(SqlAlchemyCastUnitOfWork, sessions))
 
-    def register(server: grpc.aio.Server) -> None:
+    def register(server: grpc.Server) -> None:
         cast_pb2_grpc.add_CastServiceServicer_to_server(CastServicer(service), server)
 
     return ServiceSpec(
         full_name=FULL_NAME,
         register=register,
         database_ping=functools.partial(ping, engine),
-        close=engine.dispose,
+        close=sessions.close,
     )
 
 

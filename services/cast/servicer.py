@@ -1,12 +1,10 @@
 """gRPC servicer of cinema.v1.CastService: proto -> domain -> proto, nothing else.
 
-Use cases are blocking (SQLAlchemy), so each runs in the server's worker threads.
+Use cases are blocking (SQLAlchemy) and run in the server's worker thread that serves
+the call (services/common/server.py).
 """
 
 from __future__ import annotations
-
-import asyncio
-from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -38,33 +36,30 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
     def __init__(self, service: CastService) -> None:
         self._service = service
 
-    async def CreateCast(
-        self, request: cast_pb2.CreateCastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def CreateCast(
+        self, request: cast_pb2.CreateCastRequest, context: grpc.ServicerContext
     ) -> cast_pb2.Cast:
-        cast = await asyncio.to_thread(self._service.create_cast, _fields(request.cast))
+        cast = self._service.create_cast(_fields(request.cast))
         return cast_to_proto(cast)
 
-    async def GetCast(
-        self, request: cast_pb2.GetCastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def GetCast(
+        self, request: cast_pb2.GetCastRequest, context: grpc.ServicerContext
     ) -> cast_pb2.Cast:
-        cast = await asyncio.to_thread(self._service.get_cast, request.id)
+        cast = self._service.get_cast(request.id)
         return cast_to_proto(cast)
 
-    async def ListCasts(
-        self, request: cast_pb2.ListCastsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def ListCasts(
+        self, request: cast_pb2.ListCastsRequest, context: grpc.ServicerContext
     ) -> cast_pb2.ListCastsResponse:
-        page = await asyncio.to_thread(
-            self._service.list_casts, request.page_size, request.page_token
-        )
+        page = self._service.list_casts(request.page_size, request.page_token)
         return cast_pb2.ListCastsResponse(
             casts=[cast_to_proto(c) for c in page.items], next_page_token=page.next_page_token
         )
 
-    async def UpdateCast(
-        self, request: cast_pb2.UpdateCastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def UpdateCast(
+        self, request: cast_pb2.UpdateCastRequest, context: grpc.ServicerContext
     ) -> cast_pb2.Cast:
-        cast = await asyncio.to_thread(
-            self._service.update_cast,
+        cast = self._service.update_cast(
             request.cast.id,
             _fields(request.cast),
             list(request.update_mask.paths),
@@ -72,14 +67,14 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
         )
         return cast_to_proto(cast)
 
-    async def DeleteCast(
-        self, request: cast_pb2.DeleteCastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def DeleteCast(
+        self, request: cast_pb2.DeleteCastRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        await asyncio.to_thread(self._service.delete_cast, request.id)
+        self._service.delete_cast(request.id)
         return empty_pb2.Empty()
 
-    async def BatchGetCasts(
-        self, request: cast_pb2.BatchGetCastsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def BatchGetCasts(
+        self, request: cast_pb2.BatchGetCastsRequest, context: grpc.ServicerContext
     ) -> cast_pb2.BatchGetCastsResponse:
-        casts = await asyncio.to_thread(self._service.batch_get_casts, list(request.ids))
+        casts = self._service.batch_get_casts(list(request.ids))
         return cast_pb2.BatchGetCastsResponse(casts=[cast_to_proto(c) for c in casts])

@@ -10,10 +10,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeAlias
 
@@ -31,9 +30,9 @@ _CINEMA_PREFIX = "/cinema.v1."
 _request: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("cinema_request")
 
 # grpc-stubs makes these generic; grpcio's runtime classes are not subscriptable.
-Behavior: TypeAlias = "Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]"
+Behavior: TypeAlias = "Callable[[Any, grpc.ServicerContext], Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Handler | None]"
 
 
 def current_request() -> RequestContext:
@@ -41,50 +40,55 @@ def current_request() -> RequestContext:
     return _request.get()
 
 
-def _wrap_unary(handler: Handler, wrap: Callable[[Behavior], Behavior]) -> Handler:
-    # Only unary-unary RPCs are Cinema's own; health Watch and reflection streams pass by.
-    if handler is None or handler.unary_unary is None:
-        return handler
-    return grpc.unary_unary_rpc_method_handler(
-        wrap(handler.unary_unary),  # type: ignore[arg-type]
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+class _WrappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps each unary-unary handler once per method and reuses the wrapped handler:
+    grpcio asks the interceptor for a handler on every call, and building a new one each
+    time showed in the per-call profile."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = continuation(handler_call_details)
+        # Only unary-unary RPCs are Cinema's own; health Watch and reflection streams pass by.
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self.wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ErrorMappingInterceptor(_WrappingInterceptor):
     """Domain errors to canonical codes with google.rpc details; the rest to INTERNAL."""
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-
-        def wrap(behavior: Behavior) -> Behavior:
-            async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                try:
-                    return await behavior(request, context)
-                except errors.DomainError as error:
-                    rpc_status = status.to_rpc_status(error)
-                    logger.info(
-                        "%s -> %s: %s", method, status.status_code_for(error).name, error.message
-                    )
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception:
-                    logger.exception("unexpected error in %s", method)
-                    rpc_status = status.internal_status()
-                grpc_status = status.as_grpc_status(rpc_status)
-                await context.abort(
-                    grpc_status.code, grpc_status.details, grpc_status.trailing_metadata
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        def mapped(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return behavior(request, context)
+            except errors.DomainError as error:
+                rpc_status = status.to_rpc_status(error)
+                logger.info(
+                    "%s -> %s: %s", method, status.status_code_for(error).name, error.message
                 )
+            except Exception:
+                logger.exception("unexpected error in %s", method)
+                rpc_status = status.internal_status()
+            context.abort_with_status(status.as_grpc_status(rpc_status))
 
-            return mapped
-
-        return _wrap_unary(handler, wrap)
+        return mapped
 
 
 @cache
@@ -110,10 +114,11 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
     return None
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class AuthorizationInterceptor(_WrappingInterceptor):
     """Checks every cinema.v1 RPC against the access rule its proto declares."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
+        super().__init__()
         self._verifier = verifier
 
     def authorize(self, method: str, metadata: Any, deadline: Deadline) -> RequestContext:
@@ -132,26 +137,21 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
             raise errors.PermissionDenied(f"{method} declares no access rule")
         return RequestContext(principal=principal, bearer_token=token, deadline=deadline)
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if not method.startswith(_CINEMA_PREFIX):
-            return handler  # health and reflection are open to all
+    def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        if not handler_call_details.method.startswith(_CINEMA_PREFIX):
+            return continuation(handler_call_details)  # health and reflection are open to all
+        return super().intercept_service(continuation, handler_call_details)
 
-        def wrap(behavior: Behavior) -> Behavior:
-            async def authorized(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                deadline = Deadline.after(context.time_remaining())
-                request_context = self.authorize(method, context.invocation_metadata(), deadline)
-                token = _request.set(request_context)
-                try:
-                    return await behavior(request, context)
-                finally:
-                    _request.reset(token)
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        def authorized(request: Any, context: grpc.ServicerContext) -> Any:
+            deadline = Deadline.after(context.time_remaining())
+            request_context = self.authorize(method, context.invocation_metadata(), deadline)
+            token = _request.set(request_context)
+            try:
+                return behavior(request, context)
+            finally:
+                _request.reset(token)
 
-            return authorized
-
-        return _wrap_unary(handler, wrap)
+        return authorized

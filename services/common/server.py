@@ -1,6 +1,14 @@
 """Server bootstrap shared by every service: interceptors, health, reflection, graceful
 shutdown.
 
+The serving model is grpcio's synchronous server: a pool of worker threads, each running
+one call from request to response (interceptors, servicer, use case, database, peers) with
+no event loop and no hand-off between threads. The A/B in ``bench/serving.py`` measured it
+against grpc.aio with ``asyncio.to_thread``, grpc.aio on uvloop, grpc.aio with an asyncpg
+repository and grpcio 1.83.2 (before the asyncio accept-loop regression): the synchronous
+server served GetMovie fastest, and it keeps one synchronous repository for both
+PostgreSQL and SQLite (docs/benchmarks.md has the figures).
+
 Health answers for ``""`` and the service's own name. It turns SERVING only once the
 database answers, follows the database afterwards, and goes NOT_SERVING when shutdown
 begins; then in-flight calls get ``grace_seconds`` to finish before the process exits.
@@ -8,13 +16,14 @@ begins; then in-flight calls get ``grace_seconds`` to finish before the process 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,13 +43,18 @@ class ServiceSpec:
     """What the bootstrap needs from one service's composition root."""
 
     full_name: str  # e.g. "cinema.v1.MovieService"
-    register: Callable[[grpc.aio.Server], None]
+    register: Callable[[grpc.Server], None]
     database_ping: Callable[[], bool]
     close: Callable[[], None] = field(default=lambda: None)
 
 
 class CinemaServer:
-    """A started grpc.aio server for one service, with its health servicer."""
+    """A started synchronous gRPC server for one service, with its health servicer.
+
+    ``worker_threads`` bounds the calls served at once; more wait in grpcio's queue.
+    Health ``Watch`` streams do not hold a worker (grpcio-health-checking's non-blocking
+    mode), so watchers cannot starve the service's own calls.
+    """
 
     def __init__(
         self,
@@ -58,11 +72,16 @@ class CinemaServer:
         self.grace_seconds = grace_seconds
         self.health_interval = health_interval
         self.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=worker_threads, thread_name_prefix="use-case"
+            max_workers=worker_threads, thread_name_prefix="rpc"
         )
-        # grpc-stubs does not know the asyncio health servicer; grpcio-health-checking ships it.
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        self.server = grpc.aio.server(
+        self._health_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="health"
+        )
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True, experimental_thread_pool=self._health_pool
+        )
+        self.server = grpc.server(
+            self.executor,
             interceptors=[ErrorMappingInterceptor(), AuthorizationInterceptor(verifier)],
             # grpcio turns SO_REUSEPORT on by default; a second process would then share the
             # port silently. Only opt in where several processes share a port on purpose.
@@ -76,55 +95,61 @@ class CinemaServer:
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
             raise OSError(f"cannot bind {host}:{port}")
-        self._watch: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(
+            target=self._watch_database, name="database-health", daemon=True
+        )
 
-    async def start(self) -> None:
+    def start(self) -> None:
         """Accept calls (health says NOT_SERVING until the database answers)."""
-        asyncio.get_running_loop().set_default_executor(self.executor)
-        await self._set_health(NOT_SERVING)
-        await self.server.start()
-        self._watch = asyncio.create_task(self._watch_database())
+        self._set_health(NOT_SERVING)
+        self.server.start()
+        self._watch.start()
         logger.info("%s listening on port %d", self.spec.full_name, self.port)
 
-    async def _set_health(self, status: int) -> None:
+    def _set_health(self, status: int) -> None:
         for name in ("", self.spec.full_name):
-            await self.health.set(name, status)
+            self.health.set(name, status)
 
-    async def _watch_database(self) -> None:
+    def _watch_database(self) -> None:
         serving: bool | None = None
-        while not self._stopping:
-            ok = await asyncio.to_thread(self.spec.database_ping)
-            if ok != serving and not self._stopping:
+        while not self._stopping.is_set():
+            ok = self.spec.database_ping()
+            if ok != serving and not self._stopping.is_set():
                 serving = ok
-                await self._set_health(SERVING if ok else NOT_SERVING)
+                self._set_health(SERVING if ok else NOT_SERVING)
                 logger.info("%s is %s", self.spec.full_name, "SERVING" if ok else "NOT_SERVING")
-            await asyncio.sleep(self.health_interval)
+            # The first ping decides SERVING at once; after that, one ping per interval.
+            self._stopping.wait(self.health_interval)
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         """Graceful stop: NOT_SERVING, no new calls, in-flight calls finish within grace."""
-        self._stopping = True
-        await self.health.enter_graceful_shutdown()
-        if self._watch is not None:
-            self._watch.cancel()
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
         logger.info("stopping: in-flight calls have %.1fs to finish", self.grace_seconds)
-        await self.server.stop(self.grace_seconds)
+        self.server.stop(self.grace_seconds).wait()
         self.executor.shutdown(wait=True, cancel_futures=False)
+        self._health_pool.shutdown(wait=False, cancel_futures=True)
+        if self._watch.is_alive():
+            self._watch.join(timeout=self.health_interval + 1)
         self.spec.close()
         logger.info("%s stopped", self.spec.full_name)
 
-    async def run_until_signal(self) -> None:
+    def run_until_signal(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await self.start()
-        await stop.wait()
-        await self.stop()
+            signal.signal(signum, request_stop)
+        self.start()
+        stop.wait()
+        self.stop()
 
 
-async def serve(service: str, *, host: str, port: int) -> None:
+def serve(service: str, *, host: str, port: int) -> None:
     """Run one service process until SIGTERM/SIGINT: what ``cinema serve`` does.
 
     Settings come from the environment; the service's composition root
@@ -137,10 +162,9 @@ async def serve(service: str, *, host: str, port: int) -> None:
 
     settings = Settings.from_env(service)
     logs.configure(service, log_format=settings.log_format, level=settings.log_level)
-    # The event loop and the use-case threads hand the GIL to each other several times per
-    # call; at CPython's default 5 ms switch interval a waiting thread can sit out whole
-    # intervals, which showed as a p95 of 70-108 ms at half the peak rate. At 1 ms the same
-    # runs gave a p95 of 4-9 ms (docs/benchmarks.md).
+    # Worker threads hand the GIL to each other and to grpcio's polling thread several
+    # times per call; at CPython's default 5 ms switch interval a thread that is ready can
+    # sit out whole intervals, which shows in the tail latency (docs/benchmarks.md).
     sys.setswitchinterval(0.001)
     root = importlib.import_module(f"services.{service}.__main__")
     spec: ServiceSpec = root.build(settings)
@@ -155,4 +179,4 @@ async def serve(service: str, *, host: str, port: int) -> None:
         grace_seconds=settings.grace_seconds,
         worker_threads=settings.worker_threads,
     )
-    await server.run_until_signal()
+    server.run_until_signal()

@@ -35,12 +35,12 @@ def build(settings: Settings) -> ServiceSpec:
         functools.partial(SqlAlchemyMovieUnitOfWork, sessions), GrpcCastDirectory(cast_peer)
     )
 
-    def register(server: grpc.aio.Server) -> None:
+    def register(server: grpc.Server) -> None:
         movie_pb2_grpc.add_MovieServiceServicer_to_server(MovieServicer(service), server)
 
     def close() -> None:
         cast_peer.close()
-        engine.dispose()
+        sessions.close()
 
     return ServiceSpec(
         full_name=FULL_NAME,

@@ -1,12 +1,10 @@
 """gRPC servicer of cinema.v1.MovieService: proto -> domain -> proto, nothing else.
 
-Use cases are blocking (SQLAlchemy, peer calls), so each runs in the worker threads.
+Use cases are blocking (SQLAlchemy, peer calls) and run in the server's worker thread
+that serves the call (services/common/server.py).
 """
 
 from __future__ import annotations
-
-import asyncio
-from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -72,28 +70,23 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
     def __init__(self, service: MovieService) -> None:
         self._service = service
 
-    async def CreateMovie(
-        self, request: movie_pb2.CreateMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def CreateMovie(
+        self, request: movie_pb2.CreateMovieRequest, context: grpc.ServicerContext
     ) -> movie_pb2.Movie:
-        movie = await asyncio.to_thread(
-            self._service.create_movie, _fields(request.movie), current_request()
-        )
+        movie = self._service.create_movie(_fields(request.movie), current_request())
         return movie_to_proto(movie)
 
-    async def GetMovie(
-        self, request: movie_pb2.GetMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def GetMovie(
+        self, request: movie_pb2.GetMovieRequest, context: grpc.ServicerContext
     ) -> movie_pb2.Movie:
         view = _VIEWS.get(request.view, MovieView.BASIC)
-        found = await asyncio.to_thread(
-            self._service.get_movie, request.id, view, current_request()
-        )
+        found = self._service.get_movie(request.id, view, current_request())
         return movie_to_proto(found.movie, found.cast_members)
 
-    async def ListMovies(
-        self, request: movie_pb2.ListMoviesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def ListMovies(
+        self, request: movie_pb2.ListMoviesRequest, context: grpc.ServicerContext
     ) -> movie_pb2.ListMoviesResponse:
-        page = await asyncio.to_thread(
-            self._service.list_movies,
+        page = self._service.list_movies(
             request.page_size,
             request.page_token,
             genre=request.genre,
@@ -103,11 +96,10 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
             movies=[movie_to_proto(m) for m in page.items], next_page_token=page.next_page_token
         )
 
-    async def UpdateMovie(
-        self, request: movie_pb2.UpdateMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def UpdateMovie(
+        self, request: movie_pb2.UpdateMovieRequest, context: grpc.ServicerContext
     ) -> movie_pb2.Movie:
-        movie = await asyncio.to_thread(
-            self._service.update_movie,
+        movie = self._service.update_movie(
             request.movie.id,
             _fields(request.movie),
             list(request.update_mask.paths),
@@ -116,14 +108,14 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
         )
         return movie_to_proto(movie)
 
-    async def DeleteMovie(
-        self, request: movie_pb2.DeleteMovieRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def DeleteMovie(
+        self, request: movie_pb2.DeleteMovieRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        await asyncio.to_thread(self._service.delete_movie, request.id)
+        self._service.delete_movie(request.id)
         return empty_pb2.Empty()
 
-    async def BatchGetMovies(
-        self, request: movie_pb2.BatchGetMoviesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def BatchGetMovies(
+        self, request: movie_pb2.BatchGetMoviesRequest, context: grpc.ServicerContext
     ) -> movie_pb2.BatchGetMoviesResponse:
-        movies = await asyncio.to_thread(self._service.batch_get_movies, list(request.ids))
+        movies = self._service.batch_get_movies(list(request.ids))
         return movie_pb2.BatchGetMoviesResponse(movies=[movie_to_proto(m) for m in movies])

@@ -44,13 +44,13 @@ def build(settings: Settings) -> ServiceSpec:
         payment_provider(settings.payment_provider),
     )
 
-    def register(server: grpc.aio.Server) -> None:
+    def register(server: grpc.Server) -> None:
         order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service), server)
 
     def close() -> None:
         user_peer.close()
         movie_peer.close()
-        engine.dispose()
+        sessions.close()
 
     return ServiceSpec(
         full_name=FULL_NAME,

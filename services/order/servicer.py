@@ -6,9 +6,6 @@ the worker threads.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import grpc
 
 from cinema.v1 import money_pb2, order_pb2, order_pb2_grpc
@@ -85,26 +82,23 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     def __init__(self, service: OrderService) -> None:
         self._service = service
 
-    async def CreateOrder(
-        self, request: order_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def CreateOrder(
+        self, request: order_pb2.CreateOrderRequest, context: grpc.ServicerContext
     ) -> order_pb2.Order:
         items = [ItemRequest(i.movie_id, i.quantity) for i in request.order.items]
-        order = await asyncio.to_thread(
-            self._service.create_order, items, request.request_id, current_request()
-        )
+        order = self._service.create_order(items, request.request_id, current_request())
         return order_to_proto(order)
 
-    async def GetOrder(
-        self, request: order_pb2.GetOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def GetOrder(
+        self, request: order_pb2.GetOrderRequest, context: grpc.ServicerContext
     ) -> order_pb2.Order:
-        order = await asyncio.to_thread(self._service.get_order, request.id, current_request())
+        order = self._service.get_order(request.id, current_request())
         return order_to_proto(order)
 
-    async def ListOrders(
-        self, request: order_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def ListOrders(
+        self, request: order_pb2.ListOrdersRequest, context: grpc.ServicerContext
     ) -> order_pb2.ListOrdersResponse:
-        page = await asyncio.to_thread(
-            self._service.list_orders,
+        page = self._service.list_orders(
             request.page_size,
             request.page_token,
             user_id=request.user_id,
@@ -115,11 +109,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             orders=[order_to_proto(o) for o in page.items], next_page_token=page.next_page_token
         )
 
-    async def PayOrder(
-        self, request: order_pb2.PayOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def PayOrder(
+        self, request: order_pb2.PayOrderRequest, context: grpc.ServicerContext
     ) -> order_pb2.Order:
-        order = await asyncio.to_thread(
-            self._service.pay_order,
+        order = self._service.pay_order(
             request.id,
             request.payment_token,
             request.request_id,
@@ -127,8 +120,8 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         )
         return order_to_proto(order)
 
-    async def CancelOrder(
-        self, request: order_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def CancelOrder(
+        self, request: order_pb2.CancelOrderRequest, context: grpc.ServicerContext
     ) -> order_pb2.Order:
-        order = await asyncio.to_thread(self._service.cancel_order, request.id, current_request())
+        order = self._service.cancel_order(request.id, current_request())
         return order_to_proto(order)

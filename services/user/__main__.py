@@ -79,9 +79,9 @@ def build(settings: Settings) -> ServiceSpec:
     """Wire the user service: migrate, build the use cases, make the first admin."""
     issuer = token_issuer(settings)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    sessions = SessionFactories(engine)
     try:
         migrations.upgrade(engine, "user")
-        sessions = SessionFactories(engine)
         service = UserService(
             functools.partial(SqlAlchemyUserUnitOfWork, sessions),
             PasswordHasher(settings.argon2),
@@ -89,17 +89,17 @@ def build(settings: Settings) -> ServiceSpec:
         )
         bootstrap_first_admin(service, settings)
     except BaseException:
-        engine.dispose()
+        sessions.close()
         raise
 
-    def register(server: grpc.aio.Server) -> None:
+    def register(server: grpc.Server) -> None:
         user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(service), server)
 
     return ServiceSpec(
         full_name=FULL_NAME,
         register=register,
         database_ping=functools.partial(ping, engine),
-        close=engine.dispose,
+        close=sessions.close,
     )
 
 

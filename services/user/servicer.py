@@ -7,9 +7,6 @@ the service, and it copies neither the password nor its hash.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import grpc
 from google.protobuf import empty_pb2
 
@@ -62,33 +59,30 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def __init__(self, service: UserService) -> None:
         self._service = service
 
-    async def CreateUser(
-        self, request: user_pb2.CreateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def CreateUser(
+        self, request: user_pb2.CreateUserRequest, context: grpc.ServicerContext
     ) -> user_pb2.User:
-        user = await asyncio.to_thread(self._service.create_user, _fields(request.user))
+        user = self._service.create_user(_fields(request.user))
         return user_to_proto(user)
 
-    async def GetUser(
-        self, request: user_pb2.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def GetUser(
+        self, request: user_pb2.GetUserRequest, context: grpc.ServicerContext
     ) -> user_pb2.User:
-        user = await asyncio.to_thread(self._service.get_user, request.id, current_request())
+        user = self._service.get_user(request.id, current_request())
         return user_to_proto(user)
 
-    async def ListUsers(
-        self, request: user_pb2.ListUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def ListUsers(
+        self, request: user_pb2.ListUsersRequest, context: grpc.ServicerContext
     ) -> user_pb2.ListUsersResponse:
-        page = await asyncio.to_thread(
-            self._service.list_users, request.page_size, request.page_token
-        )
+        page = self._service.list_users(request.page_size, request.page_token)
         return user_pb2.ListUsersResponse(
             users=[user_to_proto(u) for u in page.items], next_page_token=page.next_page_token
         )
 
-    async def UpdateUser(
-        self, request: user_pb2.UpdateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def UpdateUser(
+        self, request: user_pb2.UpdateUserRequest, context: grpc.ServicerContext
     ) -> user_pb2.User:
-        user = await asyncio.to_thread(
-            self._service.update_user,
+        user = self._service.update_user(
             request.user.id,
             _fields(request.user),
             list(request.update_mask.paths),
@@ -97,16 +91,16 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         )
         return user_to_proto(user)
 
-    async def DeleteUser(
-        self, request: user_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def DeleteUser(
+        self, request: user_pb2.DeleteUserRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        await asyncio.to_thread(self._service.delete_user, request.id, current_request())
+        self._service.delete_user(request.id, current_request())
         return empty_pb2.Empty()
 
-    async def Login(
-        self, request: user_pb2.LoginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    def Login(
+        self, request: user_pb2.LoginRequest, context: grpc.ServicerContext
     ) -> user_pb2.LoginResponse:
-        grant = await asyncio.to_thread(self._service.login, request.email, request.password)
+        grant = self._service.login(request.email, request.password)
         return user_pb2.LoginResponse(
             access_token=grant.access_token,
             token_type=AUTHORIZATION_SCHEME,

@@ -1,11 +1,9 @@
-"""Real Cinema servers inside the test process, each on its own event-loop thread, bound
-to 127.0.0.1 on an ephemeral port. Tests talk to them with the generated sync stubs."""
+"""Real Cinema servers inside the test process (grpcio's threads), bound to 127.0.0.1 on an
+ephemeral port. Tests talk to them with the generated sync stubs."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,8 +23,6 @@ class RunningService:
     service: str
     port: int
     server: CinemaServer
-    loop: asyncio.AbstractEventLoop
-    thread: threading.Thread
     channels: list[grpc.Channel] = field(default_factory=list)
 
     @property
@@ -41,10 +37,7 @@ class RunningService:
     def stop(self) -> None:
         for channel in self.channels:
             channel.close()
-        if self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.server.stop()
 
 
 def service_settings(service: str, database_url: str, env: Mapping[str, str]) -> Settings:
@@ -60,24 +53,17 @@ def start_service(
     verifier = TokenVerifier(
         settings.jwt_public_key_pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name=f"{service}-server", daemon=True)
-    thread.start()
-
-    async def create() -> CinemaServer:
-        server = CinemaServer(
-            spec,
-            verifier,
-            host="127.0.0.1",
-            port=0,
-            grace_seconds=grace_seconds,
-            health_interval=0.5,
-        )
-        await server.start()
-        return server
-
-    server = asyncio.run_coroutine_threadsafe(create(), loop).result(timeout=30)
-    running = RunningService(service, server.port, server, loop, thread)
+    server = CinemaServer(
+        spec,
+        verifier,
+        host="127.0.0.1",
+        port=0,
+        grace_seconds=grace_seconds,
+        health_interval=0.5,
+        worker_threads=settings.worker_threads,
+    )
+    server.start()
+    running = RunningService(service, server.port, server)
     wait_serving(running.address, spec.full_name)
     return running
 
