@@ -73,6 +73,7 @@ def _module_constants(path: pathlib.Path) -> dict[str, object]:
     """The literal values a revision file assigns at module level (``revision`` and co.)."""
     values: dict[str, object] = {}
     for node in ast.parse(path.read_text()).body:
+        target: ast.expr
         if isinstance(node, ast.AnnAssign) and node.value is not None:
             target, value = node.target, node.value
         elif isinstance(node, ast.Assign) and len(node.targets) == 1:
