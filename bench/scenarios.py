@@ -342,13 +342,13 @@ class UseCaseGetMovie:
         import functools
 
         from services.common.context import Deadline, RequestContext
-        from services.common.db import SessionFactories, make_engine
+        from services.common.db import EnginePools, make_engine
         from services.movie.domain import MovieView
         from services.movie.repository import SqlAlchemyMovieUnitOfWork
         from services.movie.service import MovieService
 
         engine = make_engine(check_database_url(self.database_url), pool_size=2)
-        sessions = SessionFactories(engine)
+        sessions = EnginePools(engine)
         service = MovieService(
             functools.partial(SqlAlchemyMovieUnitOfWork, sessions), casts=_NoCasts()
         )

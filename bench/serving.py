@@ -73,13 +73,13 @@ class _Handlers:
     """GetMovie (the use case, or canned) and a ListMovies that lists ids, per model."""
 
     def __init__(self, database_url: str, *, echo: bool, threads: int) -> None:
-        from services.common.db import SessionFactories, make_engine
+        from services.common.db import EnginePools, make_engine
         from services.movie.repository import SqlAlchemyMovieUnitOfWork
         from services.movie.service import MovieService
 
         self.echo = echo
         self.canned = canned_movie("f" * 32, _CANNED_CASTS)
-        self.sessions = SessionFactories(make_engine(database_url, pool_size=threads))
+        self.sessions = EnginePools(make_engine(database_url, pool_size=threads))
         self.service = MovieService(
             functools.partial(SqlAlchemyMovieUnitOfWork, self.sessions), casts=_NoCasts()
         )

@@ -14,7 +14,7 @@ from services.cast.repository import SqlAlchemyCastUnitOfWork
 from services.cast.service import CastService
 from services.cast.servicer import CastServicer
 from services.common import migrations
-from services.common.db import SessionFactories, make_engine, ping
+from services.common.db import EnginePools, make_engine, ping
 from services.common.server import ServiceSpec
 from services.common.settings import Settings
 
@@ -24,7 +24,7 @@ FULL_NAME = "cinema.v1.CastService"
 def build(settings: Settings) -> ServiceSpec:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     migrations.upgrade(engine, "cast")
-    sessions = SessionFactories(engine)
+    sessions = EnginePools(engine)
     service = CastService(functools.partial(SqlAlchemyCastUnitOfWork, sessions))
 
     def register(server: grpc.Server) -> None:

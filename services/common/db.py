@@ -10,13 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import pathlib
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.errors import Unavailable
 
@@ -111,22 +109,19 @@ def ping(engine: Engine) -> bool:
         return False
 
 
-class SessionFactories:
-    """Sessions for writing and for reading (reads never take SQLite's write lock), and
-    plain connections for reads that are a single statement.
+class EnginePools:
+    """The connections a service's units of work use: ``engine`` for writes (one
+    transaction each), ``single_statement_read`` for reads that need no transaction
+    (a single statement, or statements consistent on their own: see
+    ``services/order/repository.py``). Reads never take SQLite's write lock.
 
-    On PostgreSQL, single-statement reads have a pool of their own, in autocommit: no
-    BEGIN/ROLLBACK round trips and no isolation switch per call. :meth:`close` disposes of
-    both pools.
+    On PostgreSQL, those reads have a pool of their own, in autocommit: no BEGIN/ROLLBACK
+    round trips and no isolation switch per call. :meth:`close` disposes of both pools.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.write = sessionmaker(engine, expire_on_commit=False)
         read_engine = engine.execution_options(**{_READ_ONLY: True})
-        self.read = sessionmaker(read_engine, expire_on_commit=False)
-        # A read that is one statement needs no transaction. Multi-statement reads keep a
-        # transaction, so they see one snapshot.
         self._autocommit: Engine | None = None
         if engine.dialect.name == "postgresql":
             self._autocommit = make_engine(
@@ -161,56 +156,22 @@ class UnitOfWork(Protocol):
     def commit(self) -> None: ...
 
 
-class SqlAlchemyUnitOfWork:
-    """One transaction around one use case: commit on :meth:`commit`, else roll back.
-
-    Subclasses expose their repositories, built in :meth:`_bind` from the session.
-    Database connectivity errors surface as :class:`Unavailable`.
-    """
-
-    session: Session
-
-    def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
-        self._factory: Callable[[], Session] = sessions.read if read_only else sessions.write
-
-    def _bind(self, session: Session) -> None:  # pragma: no cover - overridden
-        """Create the repositories on ``session``."""
-
-    def __enter__(self) -> Self:
-        self.session = self._factory()
-        self._bind(self.session)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            self.session.rollback()
-        finally:
-            self.session.close()
-        raise_if_unavailable(exc_value)
-
-    def commit(self) -> None:
-        self.session.commit()
-
-
 class CoreUnitOfWork:
     """One use case's database work for repositories written with Core statements only.
 
     Writes run in a transaction on one connection (``BEGIN IMMEDIATE`` on SQLite); a
-    read-only use case, which must be a single statement, runs on a plain connection in
-    autocommit on PostgreSQL: no Session bookkeeping and no BEGIN/ROLLBACK round trips.
+    read-only use case, a single statement or statements consistent on their own, runs on
+    a plain connection in autocommit on PostgreSQL: no BEGIN/ROLLBACK round trips. (At
+    PostgreSQL's default isolation each statement takes its own snapshot even inside a
+    transaction; a read that needs one snapshot across statements needs REPEATABLE READ.)
     Subclasses build their repositories in :meth:`_bind`. Connectivity errors surface as
     :class:`Unavailable`.
     """
 
     connection: Connection
 
-    def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
-        self._engine = sessions.single_statement_read if read_only else sessions.engine
+    def __init__(self, pools: EnginePools, *, read_only: bool = False) -> None:
+        self._engine = pools.single_statement_read if read_only else pools.engine
         self._read_only = read_only
 
     def _bind(self, connection: Connection) -> None:  # pragma: no cover - overridden

@@ -12,7 +12,7 @@ import grpc
 
 from cinema.v1 import movie_pb2_grpc
 from services.common import migrations
-from services.common.db import SessionFactories, make_engine, ping
+from services.common.db import EnginePools, make_engine, ping
 from services.common.peers import PeerChannel
 from services.common.server import ServiceSpec
 from services.common.settings import Settings
@@ -27,7 +27,7 @@ FULL_NAME = "cinema.v1.MovieService"
 def build(settings: Settings) -> ServiceSpec:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     migrations.upgrade(engine, "movie")
-    sessions = SessionFactories(engine)
+    sessions = EnginePools(engine)
     cast_peer = PeerChannel(
         "cast", settings.cast_service_addr, timeout_ceiling=settings.peer_timeout_seconds
     )

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql
 
 from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
+from services.common.errors import Unavailable
 from services.common.money import Money
 from services.movie.domain import Movie
 from services.movie.models import Base, MovieCastRow, MovieGenreRow, MovieRow
@@ -113,10 +114,16 @@ class SqlAlchemyMovieRepository:
     def get(self, movie_id: str) -> Movie | None:
         if self._psycopg2:
             # The pooled DBAPI connection, in this unit of work's transaction if it has one.
+            dbapi = self._connection.dialect.loaded_dbapi
             cursor = self._connection.connection.cursor()
             try:
                 cursor.execute(_GET_MOVIE_PSYCOPG2, {"movie_id": movie_id})
                 raw = cursor.fetchone()
+            except (dbapi.OperationalError, dbapi.InterfaceError) as error:
+                # SQLAlchemy's execute would see the broken connection and drop it from the
+                # pool; on the raw cursor that is ours to do, or the next call gets it back.
+                self._connection.invalidate(error)
+                raise Unavailable("the database is unavailable") from error
             finally:
                 cursor.close()
             return _to_domain(raw) if raw else None

@@ -12,7 +12,7 @@ import grpc
 
 from cinema.v1 import order_pb2_grpc
 from services.common import migrations
-from services.common.db import SessionFactories, make_engine, ping
+from services.common.db import EnginePools, make_engine, ping
 from services.common.peers import PeerChannel
 from services.common.server import ServiceSpec
 from services.common.settings import Settings
@@ -30,7 +30,7 @@ def build(settings: Settings) -> ServiceSpec:
     """Wire the order service from ``settings`` and bring its schema up to date."""
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     migrations.upgrade(engine, "order")
-    sessions = SessionFactories(engine)
+    sessions = EnginePools(engine)
     user_peer = PeerChannel(
         "user", settings.user_service_addr, timeout_ceiling=settings.peer_timeout_seconds
     )

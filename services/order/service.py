@@ -1,8 +1,11 @@
 """Use cases of the order service.
 
-Each use case is one transaction, and every call to a peer service (who is buying, what
-the movies cost) happens before that transaction opens: a peer that is down or too slow
-fails the call with UNAVAILABLE or DEADLINE_EXCEEDED and nothing is written.
+Each use case writes in one transaction (reads need none: each read of orders is
+consistent on its own, see :mod:`services.order.repository`), and every call to a peer
+service (who is buying, what the movies cost) happens before that transaction opens: a
+peer that is down or too slow fails the call with UNAVAILABLE or DEADLINE_EXCEEDED and
+nothing is written. A buy makes two peer calls, both in CreateOrder (one GetUser, one
+BatchGetMovies); PayOrder charges the total stored at creation and calls no peer.
 
 Decisions a client can observe:
 
@@ -10,7 +13,10 @@ Decisions a client can observe:
   (deleted after the token was issued), CreateOrder is refused with PERMISSION_DENIED,
   reason ``BUYER_NOT_FOUND``: the token is genuine, but it no longer stands for a buyer.
   This is about who is calling, not about the state of an order, hence not
-  FAILED_PRECONDITION.
+  FAILED_PRECONDITION. The verified token proves who is calling, not that the account
+  still exists: tokens are not revocable (README, "Known limits"), so this GetUser is the
+  one check that keeps a deleted account from placing new orders. It can go once the
+  order service learns of revoked sessions or deleted accounts by itself.
 * Someone else's order is NOT_FOUND for a non-admin in GetOrder, PayOrder and
   CancelOrder, exactly as if it did not exist, so order ids cannot be probed. An admin may
   read, pay and cancel any order (the operator role manages every order).

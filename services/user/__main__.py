@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cinema.v1 import user_pb2_grpc
 from services.common import migrations
 from services.common.auth import TokenIssuer, key_id
-from services.common.db import SessionFactories, make_engine, ping
+from services.common.db import EnginePools, make_engine, ping
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.server import ServiceSpec
 from services.common.settings import Settings, SettingsError
@@ -79,7 +79,7 @@ def build(settings: Settings) -> ServiceSpec:
     """Wire the user service: migrate, build the use cases, make the first admin."""
     issuer = token_issuer(settings)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    sessions = SessionFactories(engine)
+    sessions = EnginePools(engine)
     try:
         migrations.upgrade(engine, "user")
         service = UserService(

@@ -1,20 +1,22 @@
 """Persistence of accounts: the repository protocol and its SQLAlchemy implementation.
 
-Writes are Core statements executed at once (not ORM objects flushed at commit), so a
-duplicate email surfaces inside :meth:`SqlAlchemyUserRepository.add` or ``save`` as
-:class:`~services.user.domain.EmailTaken`, where the use case can still react to it.
+Core statements on one connection (:class:`~services.common.db.CoreUnitOfWork`), executed
+at once, so a duplicate email surfaces inside :meth:`SqlAlchemyUserRepository.add` or
+``save`` as :class:`~services.user.domain.EmailTaken`, where the use case can still react
+to it. The statements of hot paths (GetUser, which every CreateOrder makes, and Login) are
+built once at module level.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from services.common.context import Role
-from services.common.db import SessionFactories, SqlAlchemyUnitOfWork, UnitOfWork, as_utc
+from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
 from services.user.domain import EmailTaken, User, email_key
 from services.user.models import Base, UserRow
 
@@ -60,16 +62,34 @@ class UserUnitOfWork(UnitOfWork, Protocol):
 
 _users = Base.metadata.tables[UserRow.__tablename__]
 
+_GET = select(_users).where(_users.c.id == bindparam("user_id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_GET_BY_EMAIL = select(_users).where(_users.c.email_key == bindparam("email_key"))
+_INSERT = insert(_users)
+_ADMIN_EXISTS = select(exists().where(_users.c.role == Role.ADMIN.value))
+# FOR UPDATE on PostgreSQL (SQLite's write transactions are serial already): two admins
+# demoting or deleting each other at once queue here, and the second one re-reads the
+# rows after the first commits, so it sees that only one is left. Ordered by id so that
+# every transaction takes the locks in the same order.
+_LOCK_ADMIN_IDS = (
+    select(_users.c.id)
+    .where(_users.c.role == Role.ADMIN.value)
+    .order_by(_users.c.id)
+    .with_for_update()
+)
 
-def _to_domain(row: Any) -> User:
+
+def _to_domain(row: Sequence[Any]) -> User:
+    """An account from a row of ``_users``' columns in table order."""
+    user_id, email, _email_key, display_name, role, password_hash, created, updated = row
     return User(
-        id=row.id,
-        email=row.email,
-        display_name=row.display_name,
-        role=Role(row.role),
-        password_hash=row.password_hash,
-        create_time=as_utc(row.create_time),
-        update_time=as_utc(row.update_time),
+        id=user_id,
+        email=email,
+        display_name=display_name,
+        role=Role(role),
+        password_hash=password_hash,
+        create_time=as_utc(created),
+        update_time=as_utc(updated),
     )
 
 
@@ -99,77 +119,64 @@ def _columns(user: User) -> dict[str, Any]:
 class SqlAlchemyUserRepository:
     """Core statements: one SELECT per read, no identity map."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
 
     def add(self, user: User) -> None:
         try:
-            self._session.execute(
-                insert(_users).values(id=user.id, create_time=user.create_time, **_columns(user))
+            self._connection.execute(
+                _INSERT, {"id": user.id, "create_time": user.create_time, **_columns(user)}
             )
         except IntegrityError as error:
             raise _constraint_error(error) from None
 
     def get(self, user_id: str, *, for_update: bool = False) -> User | None:
-        query = select(_users).where(_users.c.id == user_id)
-        if for_update:
-            query = query.with_for_update()
-        row = self._session.execute(query).first()
+        query = _GET_FOR_UPDATE if for_update else _GET
+        row = self._connection.execute(query, {"user_id": user_id}).first()
         return _to_domain(row) if row else None
 
     def get_by_email(self, key: str) -> User | None:
-        row = self._session.execute(select(_users).where(_users.c.email_key == key)).first()
+        row = self._connection.execute(_GET_BY_EMAIL, {"email_key": key}).first()
         return _to_domain(row) if row else None
 
     def list_page(self, after_id: str | None, limit: int) -> list[User]:
         query = select(_users).order_by(_users.c.id).limit(limit)
         if after_id is not None:
             query = query.where(_users.c.id > after_id)
-        return [_to_domain(r) for r in self._session.execute(query)]
+        return [_to_domain(r) for r in self._connection.execute(query)]
 
     def save(self, user: User) -> None:
         try:
-            self._session.execute(
+            self._connection.execute(
                 update(_users).where(_users.c.id == user.id).values(**_columns(user))
             )
         except IntegrityError as error:
             raise _constraint_error(error) from None
 
     def replace_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
-        result = self._session.execute(
+        result = self._connection.execute(
             update(_users)
             .where(_users.c.id == user_id, _users.c.password_hash == old_hash)
             .values(password_hash=new_hash)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     def delete(self, user_id: str) -> bool:
-        result = self._session.execute(delete(_users).where(_users.c.id == user_id))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        result = self._connection.execute(delete(_users).where(_users.c.id == user_id))
+        return bool(result.rowcount)
 
     def admin_exists(self) -> bool:
-        query = select(exists().where(_users.c.role == Role.ADMIN.value))
-        return bool(self._session.execute(query).scalar())
+        return bool(self._connection.execute(_ADMIN_EXISTS).scalar())
 
     def lock_admin_ids(self) -> list[str]:
-        # FOR UPDATE on PostgreSQL (SQLite's write transactions are serial already): two
-        # admins demoting or deleting each other at once queue here, and the second one
-        # re-reads the rows after the first commits, so it sees that only one is left.
-        # Ordered by id so that every transaction takes the locks in the same order.
-        query = (
-            select(_users.c.id)
-            .where(_users.c.role == Role.ADMIN.value)
-            .order_by(_users.c.id)
-            .with_for_update()
-        )
-        return list(self._session.scalars(query))
+        return list(self._connection.scalars(_LOCK_ADMIN_IDS))
 
 
-class SqlAlchemyUserUnitOfWork(SqlAlchemyUnitOfWork):
+class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
+    """Every read-only use case of accounts is one statement, so reads run without a
+    transaction (autocommit on PostgreSQL); writes are one transaction."""
+
     users: SqlAlchemyUserRepository
 
-    def __init__(self, sessions: SessionFactories, *, read_only: bool = False) -> None:
-        super().__init__(sessions, read_only=read_only)
-
-    def _bind(self, session: Session) -> None:
-        self.users = SqlAlchemyUserRepository(session)
+    def _bind(self, connection: Connection) -> None:
+        self.users = SqlAlchemyUserRepository(connection)

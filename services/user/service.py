@@ -1,4 +1,5 @@
-"""Use cases of the user service. Each one is one transaction; errors are domain errors.
+"""Use cases of the user service. Each write is one transaction and each read one
+statement (no transaction needed); errors are domain errors.
 
 Decisions a client can observe:
 

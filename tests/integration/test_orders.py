@@ -565,6 +565,31 @@ def test_twenty_concurrent_payments_charge_once(
     assert final.status == PAID and [p.outcome for p in final.payments] == [SUCCEEDED]
 
 
+@pytest.mark.parametrize(
+    ("token", "status"), [(VISA, PAID), ("tok_chargeDeclined", PAYMENT_FAILED)]
+)
+def test_twenty_concurrent_retries_of_one_payment_answer_its_result(
+    shop: Shop, catalogue: dict[str, movie_pb2.Movie], token: str, status: int
+) -> None:
+    # The callers that wait for the order's row lock must see the payment the first one
+    # recorded: a retry is answered, never refused as paid nor charged a second time.
+    buyer = shop.new_buyer()
+    order = create(shop.orders, buyer, items((catalogue["alien"], 2)))
+    start = threading.Barrier(20)
+    request = order_pb2.PayOrderRequest(id=order.id, payment_token=token, request_id="retried")
+
+    def attempt(n: int) -> order_pb2.Order:
+        start.wait()
+        return shop.replica_stubs[n % 2].PayOrder(request, metadata=buyer.metadata, timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(attempt, range(20)))
+    assert all(result == results[0] for result in results)
+    assert results[0].status == status and len(results[0].payments) == 1
+    assert shop.count("SELECT count(*) FROM payments WHERE order_id = :o", o=order.id) == 1
+    assert get(shop, order.id, buyer.metadata) == results[0]
+
+
 # --- who sees what ---------------------------------------------------------------------
 
 
