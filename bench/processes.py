@@ -179,7 +179,15 @@ def start_stub_gateway(work_dir: pathlib.Path, stub_port: int) -> Child:
     config_path.write_text(envoy_config.dump_yaml(config))
     child = _spawn(
         "stub-envoy",
-        [tool("envoy"), "-c", str(config_path), "--use-dynamic-base-id", "--log-level", "warn"],
+        [
+            tool("envoy"),
+            "-c",
+            str(config_path),
+            *envoy_config.command_line_flags(),
+            "--use-dynamic-base-id",
+            "--log-level",
+            "warn",
+        ],
         work_dir / "logs" / "stub-envoy.log",
     )
     child.port = listen_port

@@ -84,6 +84,15 @@ REQUEST_TIMEOUT = "15s"
 PER_TRY_TIMEOUT = "5s"
 NUM_RETRIES = 2
 
+#: Envoy's worker threads (``--concurrency``). Envoy's default is one per CPU it sees,
+#: which on the two-core machines Cinema runs on (Envoy beside the Python replicas, or a
+#: container on a big host that sees every core) spreads a few connections over threads
+#: that mostly wake each other up. One worker batches more work per wake-up: on the echo
+#: stub it cost 23-27 % less Envoy CPU per call (docs/benchmarks.md). One worker tops out
+#: at one core, several thousand calls per second, well above what the Python replicas
+#: behind it serve; raise it only when Envoy's worker thread nears a full core.
+CONCURRENCY = 1
+
 BUFFER_FILTER = "envoy.filters.http.buffer"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 ROUTER_FILTER = "envoy.filters.http.router"
@@ -106,6 +115,61 @@ class Discovery(enum.Enum):
     #: being a replica: compose's DNS answers a service name with the IPs of all its
     #: containers, so `--scale` and restarts are picked up without a config change.
     STRICT_DNS = "STRICT_DNS"
+
+
+class Balancing(enum.Enum):
+    """How Envoy picks the replica of a service for each call (the cluster's ``lb_policy``).
+
+    Every policy balances per request, not per connection, and only over the replicas
+    that pass their health checks and are not ejected.
+    """
+
+    #: Each replica in turn: equal shares, whatever each replica is busy with.
+    ROUND_ROBIN = "ROUND_ROBIN"
+    #: A replica picked at random: equal shares on average, no shared state.
+    RANDOM = "RANDOM"
+    #: The one with fewer calls in flight of :data:`LEAST_REQUEST_CHOICES` replicas picked
+    #: at random ("power of two choices"): a replica that is slow for the moment (a heavy
+    #: call, a busy core, a pause) gets fewer new calls until it catches up.
+    LEAST_REQUEST = "LEAST_REQUEST"
+
+
+#: Replicas compared per pick under :attr:`Balancing.LEAST_REQUEST` (Envoy's default).
+LEAST_REQUEST_CHOICES = 2
+
+#: The policy of every service unless :data:`BALANCING` says otherwise. Least request
+#: because it never did worse than round robin with two replicas and did better when one
+#: replica was slower (docs/benchmarks.md, "Balancing").
+DEFAULT_BALANCING = Balancing.LEAST_REQUEST
+
+#: Service key -> how Envoy balances calls over that service's replicas. This is the
+#: setting: change a service's entry here (and rewrite envoy.yaml) to change its policy.
+BALANCING: Mapping[str, Balancing] = MappingProxyType({key: DEFAULT_BALANCING for key in SERVICES})
+
+
+def balancing_policies(
+    overrides: Mapping[str, Balancing | str] | None = None,
+) -> Mapping[str, Balancing]:
+    """:data:`BALANCING` with ``overrides`` (service key -> policy or its name) applied.
+
+    Unknown services and unknown policy names are refused, so a typo cannot silently fall
+    back to a default.
+    """
+    policies = dict(BALANCING)
+    for key, value in (overrides or {}).items():
+        if key not in SERVICES:
+            raise ValueError(f"balancing: unknown service {key!r}; known: {sorted(SERVICES)}")
+        if isinstance(value, Balancing):
+            policies[key] = value
+            continue
+        try:
+            policies[key] = Balancing(str(value).upper())
+        except ValueError:
+            choices = ", ".join(policy.value for policy in Balancing)
+            raise ValueError(
+                f"balancing: {key!r} has unknown policy {value!r}; choose one of {choices}"
+            ) from None
+    return MappingProxyType(policies)
 
 
 @dataclass(frozen=True)
@@ -286,8 +350,15 @@ def service_methods(service_key: str) -> list[descriptor.MethodDescriptor]:
 # --- Rendering -----------------------------------------------------------------------------
 
 
-def render(topology: Topology) -> dict[str, Any]:
-    """The Envoy bootstrap for ``topology``, as a dict ready for YAML or JSON."""
+def render(
+    topology: Topology, *, balancing: Mapping[str, Balancing | str] | None = None
+) -> dict[str, Any]:
+    """The Envoy bootstrap for ``topology``, as a dict ready for YAML or JSON.
+
+    ``balancing`` overrides :data:`BALANCING` for some services (benchmarks compare
+    policies this way); the configs Cinema runs use :data:`BALANCING` as it is.
+    """
+    policies = balancing_policies(balancing)
     return {
         "node": {"id": "cinema-gateway", "cluster": "cinema-gateway"},
         # The admin API can drain listeners and dump config: never off the machine.
@@ -295,7 +366,10 @@ def render(topology: Topology) -> dict[str, Any]:
         "static_resources": {
             "listeners": [_listener(topology)],
             "clusters": [
-                *(_service_cluster(key, topology.endpoints[key], topology) for key in SERVICES),
+                *(
+                    _service_cluster(key, topology.endpoints[key], topology, policies[key])
+                    for key in SERVICES
+                ),
                 _sidecar_cluster(SIDECAR_GRPC_CLUSTER, topology.sidecar_grpc_port, http2=True),
                 _sidecar_cluster(SIDECAR_HTTP_CLUSTER, topology.sidecar_http_port, http2=False),
             ],
@@ -503,12 +577,19 @@ def _disabled(*filter_names: str) -> dict[str, Any]:
     }
 
 
-def _service_cluster(key: str, endpoints: Sequence[Endpoint], topology: Topology) -> dict[str, Any]:
+def _service_cluster(
+    key: str, endpoints: Sequence[Endpoint], topology: Topology, balancing: Balancing
+) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": key,
         "type": topology.discovery.value,
         "connect_timeout": "1s",
-        "lb_policy": "ROUND_ROBIN",
+        "lb_policy": balancing.value,
+        **(
+            {"least_request_lb_config": {"choice_count": LEAST_REQUEST_CHOICES}}
+            if balancing is Balancing.LEAST_REQUEST
+            else {}
+        ),
         # Panic routing sends traffic to every host once fewer than half are healthy; with
         # two or three replicas that means sending to the dead ones. Use the healthy only.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
@@ -752,6 +833,17 @@ def _check_port(port: int, what: str) -> None:
 
 
 # --- Command line --------------------------------------------------------------------------
+
+
+def command_line_flags(concurrency: int = CONCURRENCY) -> list[str]:
+    """The flags every Cinema Envoy runs with, besides ``-c`` and the logging options.
+
+    ``cinema up``, the benchmark's Envoy and the container's command all add these, so the
+    gateway measured is the gateway deployed.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    return ["--concurrency", str(concurrency)]
 
 
 def container_yaml() -> str:

@@ -154,6 +154,22 @@ class Options:
     listen_address: str = "127.0.0.1"
 
 
+def balancing_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``CINEMA_BALANCING``: a policy for every service (``LEAST_REQUEST``) or per service
+    (``movie=RANDOM,cast=ROUND_ROBIN``), over the gateway definition's own
+    (``gateway.envoy_config.BALANCING``). The benchmarks compare policies with it."""
+    value = environ.get("CINEMA_BALANCING", "").strip()
+    if not value:
+        return {}
+    if "=" not in value:
+        return {service: value for service in SERVICES}
+    policies: dict[str, str] = {}
+    for pair in value.split(","):
+        service, _, policy = pair.partition("=")
+        policies[service.strip()] = policy.strip()
+    return policies
+
+
 def database_urls_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     """``MOVIE_DATABASE_URL`` and friends: when given, that service runs on that database."""
     return {
@@ -271,13 +287,18 @@ class System:
             admin_port=self.options.admin_port,
         )
         config_path = self.data_dir / "envoy.yaml"
-        config_path.write_text(envoy_config.dump_yaml(envoy_config.render(topology)))
+        try:
+            rendered = envoy_config.render(topology, balancing=balancing_from_env(os.environ))
+        except ValueError as error:
+            raise LaunchError(f"CINEMA_BALANCING: {error}") from None
+        config_path.write_text(envoy_config.dump_yaml(rendered))
         envoy = Child(
             name="envoy",
             argv=[
                 str(pathlib.Path(sys.executable).parent / "envoy"),
                 "-c",
                 str(config_path),
+                *envoy_config.command_line_flags(),
                 "--use-dynamic-base-id",
                 "--log-level",
                 "warn",
@@ -325,7 +346,7 @@ class System:
                     f"the system did not become healthy in {_START_TIMEOUT:.0f}s "
                     f"({summary or 'gateway not answering'}); logs in {self.logs}"
                 )
-            time.sleep(0.5)
+            time.sleep(0.1)  # a poll is one local HTTP call; answer "up" as soon as it is
 
     def _write_state(self) -> None:
         state = {

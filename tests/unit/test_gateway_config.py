@@ -10,7 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from google.protobuf import descriptor_pb2
 
 from gateway import envoy_config
 from gateway.envoy_config import (
+    BALANCING,
     CONTAINER_DESCRIPTOR_SET,
     CONTAINER_SERVICE_PORT,
     ENVOY_YAML,
@@ -29,6 +30,7 @@ from gateway.envoy_config import (
     SERVICES,
     SIDECAR_GRPC_CLUSTER,
     SIDECAR_HTTP_CLUSTER,
+    Balancing,
 )
 from gateway.sidecar import healthz_document, services_from_clusters
 from services.common import settings
@@ -54,11 +56,11 @@ def _envoy() -> pathlib.Path:
     return path
 
 
-def _validate(config_text: str, tmp_path: pathlib.Path) -> str:
+def _validate(config_text: str, tmp_path: pathlib.Path, flags: Sequence[str] = ()) -> str:
     config = tmp_path / "envoy.yaml"
     config.write_text(config_text)
     result = subprocess.run(
-        [str(_envoy()), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
+        [str(_envoy()), "--mode", "validate", "-c", str(config), "--log-level", "warn", *flags],
         capture_output=True,
         text=True,
         timeout=120,
@@ -323,6 +325,67 @@ def test_service_clusters_speak_http2_check_health_and_allow_retries(
         assert check["grpc_health_check"]["service_name"] == service
         (thresholds,) = cluster["circuit_breakers"]["thresholds"]
         assert thresholds["max_retries"] > 3
+
+
+# --- balancing and Envoy's command line --------------------------------------------------------
+
+
+def test_every_service_has_one_balancing_policy() -> None:
+    assert set(BALANCING) == set(SERVICES)
+    assert all(isinstance(policy, Balancing) for policy in BALANCING.values())
+    assert envoy_config.DEFAULT_BALANCING in Balancing
+
+
+def test_each_cluster_balances_as_the_setting_says(envoy_yaml: dict[str, Any]) -> None:
+    clusters = _clusters(envoy_yaml)
+    for key, policy in BALANCING.items():
+        cluster = clusters[key]
+        assert cluster["lb_policy"] == policy.value, key
+        if policy is Balancing.LEAST_REQUEST:
+            assert cluster["least_request_lb_config"] == {
+                "choice_count": envoy_config.LEAST_REQUEST_CHOICES
+            }
+        else:
+            assert "least_request_lb_config" not in cluster, key
+
+
+def test_envoy_accepts_every_balancing_policy(tmp_path: pathlib.Path) -> None:
+    # One config with every policy on some service; a third service keeps the default.
+    overrides: dict[str, Balancing | str] = {
+        "movie": "ROUND_ROBIN",
+        "cast": "random",
+        "user": Balancing.LEAST_REQUEST,
+    }
+    config = envoy_config.render(_local_topology(), balancing=overrides)
+    clusters = _clusters(config)
+    assert [clusters[key]["lb_policy"] for key in ("movie", "cast", "user", "order")] == [
+        "ROUND_ROBIN",
+        "RANDOM",
+        "LEAST_REQUEST",
+        BALANCING["order"].value,
+    ]
+    _validate(envoy_config.dump_yaml(config), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"movies": "ROUND_ROBIN"}, "unknown service 'movies'"),
+        ({"movie": "LEAST_CONNECTIONS"}, "unknown policy 'LEAST_CONNECTIONS'"),
+        ({"movie": "MAGLEV"}, "choose one of ROUND_ROBIN, RANDOM, LEAST_REQUEST"),
+    ],
+)
+def test_a_balancing_typo_is_refused(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        envoy_config.render(_local_topology(), balancing=overrides)
+
+
+def test_envoy_accepts_the_command_line_flags(tmp_path: pathlib.Path) -> None:
+    flags = envoy_config.command_line_flags()
+    assert flags[flags.index("--concurrency") + 1] == str(envoy_config.CONCURRENCY)
+    _validate(envoy_config.dump_yaml(envoy_config.render(_local_topology())), tmp_path, flags)
+    with pytest.raises(ValueError, match="at least 1"):
+        envoy_config.command_line_flags(concurrency=0)
 
 
 # --- Envoy's own replies ------------------------------------------------------------------------
