@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from services.cast.domain import Cast
 from services.cast.models import Base, CastRow
@@ -30,6 +30,15 @@ class CastUnitOfWork(UnitOfWork, Protocol):
 
 _casts = Base.metadata.tables[CastRow.__tablename__]
 
+# Statements built once: SQLAlchemy then finds their compiled form by a cheap cache key
+# instead of walking a new statement per call. BatchGetCasts runs on every movie create
+# and update; its IN list is an expanding parameter, so one statement fits any length.
+_INSERT = insert(_casts)
+_GET = select(_casts).where(_casts.c.id == bindparam("cast_id"))
+_GET_MANY = select(_casts).where(_casts.c.id.in_(bindparam("cast_ids", expanding=True)))
+_UPDATE = update(_casts).where(_casts.c.id == bindparam("cast_id"))
+_DELETE = delete(_casts).where(_casts.c.id == bindparam("cast_id"))
+
 
 def _to_domain(row: Sequence[Any]) -> Cast:
     """A cast member from a row of ``_casts``' columns in table order."""
@@ -46,22 +55,23 @@ class SqlAlchemyCastRepository:
 
     def add(self, cast: Cast) -> None:
         self._connection.execute(
-            insert(_casts).values(
-                id=cast.id,
-                name=cast.name,
-                nationality=cast.nationality,
-                create_time=cast.create_time,
-                update_time=cast.update_time,
-            )
+            _INSERT,
+            {
+                "id": cast.id,
+                "name": cast.name,
+                "nationality": cast.nationality,
+                "create_time": cast.create_time,
+                "update_time": cast.update_time,
+            },
         )
 
     def get(self, cast_id: str) -> Cast | None:
-        row = self._connection.execute(select(_casts).where(_casts.c.id == cast_id)).first()
+        row = self._connection.execute(_GET, {"cast_id": cast_id}).first()
         return _to_domain(row) if row else None
 
     def get_many(self, cast_ids: Sequence[str]) -> list[Cast]:
-        query = select(_casts).where(_casts.c.id.in_(set(cast_ids)))
-        return [_to_domain(row) for row in self._connection.execute(query)]
+        rows = self._connection.execute(_GET_MANY, {"cast_ids": sorted(set(cast_ids))})
+        return [_to_domain(row) for row in rows]
 
     def list_page(self, after_id: str | None, limit: int) -> list[Cast]:
         query = select(_casts).order_by(_casts.c.id).limit(limit)
@@ -71,13 +81,17 @@ class SqlAlchemyCastRepository:
 
     def save(self, cast: Cast) -> None:
         self._connection.execute(
-            update(_casts)
-            .where(_casts.c.id == cast.id)
-            .values(name=cast.name, nationality=cast.nationality, update_time=cast.update_time)
+            _UPDATE,
+            {
+                "cast_id": cast.id,
+                "name": cast.name,
+                "nationality": cast.nationality,
+                "update_time": cast.update_time,
+            },
         )
 
     def delete(self, cast_id: str) -> bool:
-        result = self._connection.execute(delete(_casts).where(_casts.c.id == cast_id))
+        result = self._connection.execute(_DELETE, {"cast_id": cast_id})
         return bool(result.rowcount)
 
 

@@ -68,6 +68,8 @@ _UPDATE_MOVIE = update(_movies).where(_movies.c.id == bindparam("movie_id"))
 _DELETE_GENRES = delete(_genres).where(_genres.c.movie_id == bindparam("movie_id"))
 _DELETE_CASTS = delete(_casts).where(_casts.c.movie_id == bindparam("movie_id"))
 _DELETE_MOVIE = delete(_movies).where(_movies.c.id == bindparam("movie_id"))
+# BatchGetMovies (every CreateOrder prices its lines with it): any number of ids.
+_GET_MOVIES = select(_movies).where(_movies.c.id.in_(bindparam("movie_ids", expanding=True)))
 
 
 def _to_domain(row: Sequence[Any]) -> Movie:
@@ -144,7 +146,7 @@ class SqlAlchemyMovieRepository:
         return _to_domain(row) if row else None
 
     def get_many(self, movie_ids: Sequence[str]) -> list[Movie]:
-        rows = self._connection.execute(select(_movies).where(_movies.c.id.in_(set(movie_ids))))
+        rows = self._connection.execute(_GET_MOVIES, {"movie_ids": sorted(set(movie_ids))})
         return [_to_domain(r) for r in rows]
 
     def list_page(
