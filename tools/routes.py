@@ -43,7 +43,8 @@ def _binding(method: descriptor.MethodDescriptor) -> tuple[str, str, str] | None
     if body == "*":
         shown = f"`{method.input_type.name}` (fields as JSON)"
     elif body:
-        name = method.input_type.fields_by_name[body].message_type.name
+        message = method.input_type.fields_by_name[body].message_type
+        name = message.name if message is not None else body
         shown = f"{'an' if name[0] in 'AEIOU' else 'a'} `{name}`"
     else:
         shown = "-"
