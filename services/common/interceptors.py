@@ -51,6 +51,10 @@ class _WrappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def wrap(self, method: str, behavior: Behavior) -> Behavior:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def deserializer(self, decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        """The request deserializer of the wrapped handler (the handler's own by default)."""
+        return decode
+
     def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
@@ -64,19 +68,50 @@ class _WrappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return known[1]
         wrapped = grpc.unary_unary_rpc_method_handler(
             self.wrap(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=self.deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode as the RPC's message."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
 class ErrorMappingInterceptor(_WrappingInterceptor):
-    """Domain errors to canonical codes with google.rpc details; the rest to INTERNAL."""
+    """Domain errors to canonical codes with google.rpc details; the rest to INTERNAL.
+
+    Requests are decoded inside its reach too: grpcio decodes before any interceptor
+    runs and answers an undecodable request with INTERNAL (a 500 through Envoy), so the
+    wrapped deserializer hands such a request on as :data:`_UNDECODABLE`, which becomes
+    INVALID_ARGUMENT with no detail of the decoder's exception.
+    """
+
+    def deserializer(self, decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        if decode is None:
+            return None
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except Exception:
+                return _UNDECODABLE
+
+        return tolerant
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         def mapped(request: Any, context: grpc.ServicerContext) -> Any:
             try:
+                if request is _UNDECODABLE:
+                    raise errors.InvalidArgument(
+                        [errors.FieldViolation("request", "is not a valid message of this RPC")],
+                        "the request could not be decoded",
+                        reason="MALFORMED_REQUEST",
+                    )
                 return behavior(request, context)
             except errors.DomainError as error:
                 rpc_status = status.to_rpc_status(error)
