@@ -20,12 +20,14 @@ logger = logging.getLogger(__name__)
 
 Response = TypeVar("Response")
 
+# What says the peer could not serve the call right now; UNAVAILABLE lets the caller
+# (and Envoy, for reads) try again. A peer's INTERNAL or UNKNOWN is a bug there, not an
+# outage: passing it on as UNAVAILABLE would have Envoy retry a request that fails the
+# same way every time, so it is a PeerError (INTERNAL here, with the peer's answer logged).
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
 }
 
 
