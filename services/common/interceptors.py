@@ -23,6 +23,7 @@ from cinema.v1 import access_pb2
 from services.common import errors, status
 from services.common.auth import TokenVerifier
 from services.common.context import Deadline, RequestContext
+from services.common.text_fields import nul_violations
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
                         "the request could not be decoded",
                         reason="MALFORMED_REQUEST",
                     )
+                refused = nul_violations(request)
+                if refused:
+                    raise errors.InvalidArgument(refused)
                 return behavior(request, context)
             except errors.DomainError as error:
                 rpc_status = status.to_rpc_status(error)

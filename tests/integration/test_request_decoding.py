@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from cinema.v1 import movie_pb2
+from cinema.v1 import money_pb2, movie_pb2
 from tests.integration.conftest import Catalogue
 from tests.support.errors import call_error
 
@@ -36,3 +36,23 @@ def test_the_service_still_answers_after_a_bad_request(catalogue: Catalogue) -> 
         catalogue.movies.GetMovie(movie_pb2.GetMovieRequest(id=""), timeout=5)
     listing = catalogue.movies.ListMovies(movie_pb2.ListMoviesRequest(page_size=1), timeout=5)
     assert listing is not None
+
+
+def test_nul_characters_are_invalid_argument_naming_the_field(catalogue: Catalogue) -> None:
+    with pytest.raises(grpc.RpcError) as listing:
+        catalogue.movies.ListMovies(movie_pb2.ListMoviesRequest(genre="a\x00b"), timeout=5)
+    assert call_error(listing.value).violations == {"genre": "must not contain NUL characters"}
+    with pytest.raises(grpc.RpcError) as created:
+        catalogue.movies.CreateMovie(
+            movie_pb2.CreateMovieRequest(
+                movie=movie_pb2.Movie(
+                    title="Nul", cast_ids=["c\x00"], price=money_pb2.Money(currency_code="USD")
+                )
+            ),
+            timeout=5,
+            metadata=catalogue.admin,
+        )
+    error = call_error(created.value)
+    # Refused before the cast peer is asked: not the 503 a peer failure would be.
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "movie.cast_ids[0]" in error.violations
