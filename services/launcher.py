@@ -8,11 +8,20 @@ sidecar, all on 127.0.0.1 except the public port. The launcher
   data survives a restart;
 * learns each child's port from its first log lines (children bind port 0), so two
   systems on one machine never race for ports; Envoy gets a dynamic base id;
+* on PostgreSQL (database URLs given), connects to each database first and creates one
+  that does not exist yet when the role may; otherwise it says which database is missing
+  and the command that creates it;
 * waits until ``/healthz`` says every service serves, then prints where to reach it;
+* when something fails to start, stops what did start and ends on one line: the cause (read
+  from the failed process's log) and the log to read; no traceback reaches the terminal;
 * restarts a replica that crashes, on the same port, with a back-off;
-* on SIGINT/SIGTERM stops everything it started (replicas get SIGTERM and their grace
-  period, then SIGKILL) and exits. Children also get SIGKILL if the launcher itself dies
-  (Linux ``PR_SET_PDEATHSIG``), so nothing is left behind.
+* on SIGINT/SIGTERM stops everything it started (replicas get SIGTERM and
+  ``CINEMA_GRACE_SECONDS``, the grace period the launcher passes them, then SIGKILL) and
+  exits. Children also get SIGKILL if the launcher itself dies (Linux
+  ``PR_SET_PDEATHSIG``), so nothing is left behind.
+
+Its own messages go to ``logs/launcher.log`` too (JSON, as the services log), with the
+detail of a start-up failure that the terminal gets in one line.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import getpass
 import json
+import logging
 import os
 import pathlib
 import re
@@ -36,9 +47,15 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from services.common.auth import ensure_keypair
-from services.common.settings import SERVICES
+from services.common.logs import JsonFormatter
+from services.common.settings import SERVICES, _Env
 
-_GRACE_SECONDS = 10.0
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRACE_SECONDS = 10.0
+# After the grace period a service still needs a moment to close its pools and exit; only
+# past that does the launcher send SIGKILL.
+_EXIT_MARGIN_SECONDS = 2.0
 _START_TIMEOUT = 90.0
 # What services.common.server and gateway.sidecar log once their ports are bound.
 _SERVICE_PORT = re.compile(r"listening on port (\d+)$")
@@ -48,6 +65,58 @@ _DATABASE_URL_VARIABLES = {service: f"{service.upper()}_DATABASE_URL" for servic
 
 class LaunchError(RuntimeError):
     """Something did not start; the message says what and where its log is."""
+
+
+class _Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while the system was starting."""
+
+
+def grace_seconds_from_env(environ: Mapping[str, str]) -> float:
+    """``CINEMA_GRACE_SECONDS``, read and checked exactly as every service reads it
+    (:mod:`services.common.settings`); SettingsError names the variable when it is bad."""
+    return _Env(environ).number("CINEMA_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, low=0.0)
+
+
+def sigkill_delay(grace_seconds: float) -> float:
+    """How long after SIGTERM the launcher waits before it SIGKILLs a child: the services'
+    grace period for calls in flight, plus a margin for their exit."""
+    return grace_seconds + _EXIT_MARGIN_SECONDS
+
+
+# Envoy's own log lines: "[2026-01-02 03:04:05.678][123][critical][main] [file:1] text".
+_ENVOY_LINE = re.compile(r"^\[[^\]]*\]\[\d+\]\[(\w+)\]\[[\w-]+\] (?:\[[^\]]*\] )?(.*)$")
+
+
+def failure_cause(lines: Sequence[str], *, records_only: bool = False) -> str | None:
+    """The line of a log that says why its process stopped, in one line; None if none does.
+
+    That is the last record at ERROR or above (JSON, as the services and the sidecar log,
+    or Envoy's own format), else (unless ``records_only``) the last line that is not a log
+    record at all (what a process printed on its way out: ``cinema: configuration error:
+    ...`` or the last line of a traceback).
+    """
+    for raw in reversed(lines):
+        line = raw.rstrip()
+        if not line.strip() or line.startswith((" ", "\t", "(Background on this error")):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            if "level" not in record or "message" not in record:
+                continue  # a JSON record that is no log line (the sidecar's ports)
+            if str(record["level"]).upper() in ("ERROR", "CRITICAL"):
+                return " ".join(str(record["message"]).split())
+            continue
+        envoy = _ENVOY_LINE.match(line)
+        if envoy:
+            if envoy.group(1) in ("error", "critical"):
+                return " ".join(envoy.group(2).split())
+            continue
+        if not records_only:
+            return " ".join(line.split())
+    return None
 
 
 try:
@@ -79,10 +148,17 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     _port_seen: threading.Event = field(default_factory=threading.Event)
+    _log_copied: threading.Event = field(default_factory=threading.Event)
+    _log_start: int = 0
 
     def start(self) -> None:
         self._port_seen.clear()
+        self._log_copied.clear()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # where this run's lines begin (the log keeps those of earlier runs)
+            self._log_start = self.log_path.stat().st_size
+        except FileNotFoundError:
+            self._log_start = 0
         argv = list(self.argv)
         if self.ports and "--port" in argv:
             argv[argv.index("--port") + 1] = str(self.ports[0])  # a restart keeps its port
@@ -101,12 +177,15 @@ class Child:
 
     def _copy_log(self) -> None:
         assert self.process is not None and self.process.stdout is not None
-        with self.log_path.open("ab") as log:
-            for raw in self.process.stdout:
-                log.write(raw)
-                log.flush()
-                if self.ports_pattern and not self._port_seen.is_set():
-                    self._parse_ports(raw.decode(errors="replace"))
+        try:
+            with self.log_path.open("ab") as log:
+                for raw in self.process.stdout:
+                    log.write(raw)
+                    log.flush()
+                    if self.ports_pattern and not self._port_seen.is_set():
+                        self._parse_ports(raw.decode(errors="replace"))
+        finally:
+            self._log_copied.set()
 
     def _parse_ports(self, line: str) -> None:
         assert self.ports_pattern is not None
@@ -119,23 +198,50 @@ class Child:
             self.ports = tuple(int(group) for group in found.groups())
             self._port_seen.set()
 
-    def wait_ports(self, timeout: float) -> tuple[int, ...]:
-        """The ports the child logged once bound; LaunchError if it dies or takes too long."""
+    def wait_ports(self, timeout: float, stopping: threading.Event) -> tuple[int, ...]:
+        """The ports the child logged once bound; LaunchError if it dies or takes too long,
+        _Interrupted when ``stopping`` is set meanwhile."""
         deadline = time.monotonic() + timeout
         while not self._port_seen.wait(0.1):
-            if not self.alive() or time.monotonic() > deadline:
-                raise LaunchError(f"{self.name} did not start; see {self.log_path}:\n{self.tail()}")
+            if stopping.is_set():
+                raise _Interrupted
+            if not self.alive():
+                raise LaunchError(self.failure("did not start"))
+            if time.monotonic() > deadline:
+                raise LaunchError(
+                    f"{self.name} did not start: no port after {timeout:.0f}s; see {self.log_path}"
+                )
         return self.ports
+
+    def _recent_lines(self) -> list[str]:
+        """This run's lines of the log (its last 64 KiB at most)."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(max(self._log_start, log.seek(0, os.SEEK_END) - 64 * 1024))
+                return log.read().decode(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def logged_error(self) -> str | None:
+        """The last ERROR this run of the child logged, in one line."""
+        return failure_cause(self._recent_lines(), records_only=True)
+
+    def failure(self, what: str) -> str:
+        """One line: ``{name} {what}: {cause}; see {log}``, the cause read from its log."""
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)  # and so its last lines reach the log
+        self._log_copied.wait(timeout=2)
+        code = self.process.poll() if self.process is not None else None
+        cause = failure_cause(self._recent_lines())
+        if cause is None and code is not None and code < 0:
+            cause = f"killed by {signal.Signals(-code).name}"
+        elif cause is None:
+            cause = f"exit status {code}" if code is not None else "no reason in its log"
+        return f"{self.name} {what}: {cause}; see {self.log_path}"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join("    " + line for line in text[-lines:])
 
     def signal(self, signum: int) -> None:
         if self.alive():
@@ -152,6 +258,7 @@ class Options:
     data_dir: pathlib.Path = pathlib.Path("cinema-data")
     database_urls: Mapping[str, str] = field(default_factory=dict)
     listen_address: str = "127.0.0.1"
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
 
 
 def balancing_from_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -179,6 +286,114 @@ def database_urls_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def ensure_database(service: str, url: str) -> str | None:
+    """Make sure the PostgreSQL database of ``url`` answers; create it when it does not
+    exist and the role may. What was done, for the terminal (None: nothing to do).
+
+    LaunchError, in one line, when the database does not answer: the cause, and for a
+    database the role may not create, the command that creates it.
+    """
+    from sqlalchemy import exc
+
+    try:
+        return _ensure_database(service, url)
+    except (exc.ArgumentError, exc.InvalidRequestError, ImportError) as error:
+        # Not a URL, or a driver that is not installed (or not a synchronous one).
+        logger.debug("database URL of %s", service, exc_info=True)
+        reason = str(error).split(" (Background on this error")[0]
+        raise LaunchError(f"the {service} database URL cannot be used: {reason}") from None
+
+
+def _ensure_database(service: str, url: str) -> str | None:
+    from sqlalchemy import create_engine, exc, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    def describe(error: exc.DBAPIError) -> str:
+        # Imported only on a failure: the module brings grpc along.
+        from services.common.server import describe_database_error
+
+        return describe_database_error(error)
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    connect_args: dict[str, Any] = {}
+    if (
+        parsed.get_driver_name() in ("psycopg2", "psycopg")
+        and "connect_timeout" not in parsed.query
+    ):
+        connect_args["connect_timeout"] = 10
+    name = parsed.database or ""
+
+    def connect(database: str | None) -> Any:
+        engine = create_engine(
+            parsed.set(database=database),
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            connect_args=connect_args,
+        )
+        return engine.connect()
+
+    try:
+        connect(name).close()
+        return None
+    except exc.DBAPIError as error:
+        if not name or f'database "{name}" does not exist' not in str(error.orig):
+            logger.debug("database of %s does not answer", service, exc_info=True)
+            raise LaunchError(
+                f"the {service} database does not answer ({_masked(url)}): {describe(error)}"
+            ) from None
+    role = parsed.username or _os_user()
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    problem: exc.DBAPIError | None = None
+    for maintenance in ("postgres", "template1"):  # a role may connect to one of them
+        try:
+            with connect(maintenance) as connection:
+                quoted = connection.dialect.identifier_preparer.quote(name)
+                connection.execute(text(f"CREATE DATABASE {quoted}"))
+        except exc.DBAPIError as error:
+            state = _sqlstate(error)
+            if state == "42P04":  # duplicate_database: another launcher made it meanwhile
+                return None
+            problem = error
+            if state == "42501":  # insufficient_privilege: the role may not create it
+                break
+            continue  # this maintenance database refused us: try the next
+        logger.info("created database %s for %s on %s", name, service, where)
+        return f"  created database {name} for {service} on {where}"
+    assert problem is not None
+    logger.debug("could not create database %s", name, exc_info=problem)
+    host = f"-h {parsed.host} " if parsed.host else ""
+    port = f"-p {parsed.port} " if parsed.port else ""
+    raise LaunchError(
+        f'the {service} database "{name}" does not exist on {where} and role "{role}" '
+        f"may not create it ({describe(problem)}); create it with: "
+        f"createdb {host}{port}-U postgres -O {role} {name}"
+    )
+
+
+def _os_user() -> str:
+    """The role libpq connects as when the URL names none."""
+    try:
+        return os.environ.get("PGUSER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return "ROLE"
+
+
+def _sqlstate(error: Any) -> str | None:
+    orig = getattr(error, "orig", None)
+    # psycopg2 says pgcode, psycopg (3) sqlstate.
+    state = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return str(state) if state else None
+
+
 class System:
     """Everything ``cinema up`` starts, in start order."""
 
@@ -187,31 +402,66 @@ class System:
         self.out = out
         self.data_dir = options.data_dir.resolve()
         self.logs = self.data_dir / "logs"
+        self.log_path = self.logs / "launcher.log"
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self._lock_file: IO[str] | None = None
+        self._log_handler: logging.Handler | None = None
 
     # -- start ------------------------------------------------------------------------
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+        if text.strip():  # the first line is enough for the log (the banner is long)
+            logger.info("%s", text.strip().splitlines()[0])
 
     def _lock_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (self.data_dir / "cinema-up.lock").open("w")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_file = (self.data_dir / "cinema-up.lock").open("w")
+        except OSError as error:
+            raise LaunchError(f"cannot use --data-dir {self.data_dir}: {error.strerror}") from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
             raise LaunchError(
                 f"{self.data_dir} is used by another `cinema up`; give this one its own "
                 "--data-dir (and --port, --admin-port)"
             ) from None
+        # Only now: the launcher's log must not go into another system's data directory.
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._log_handler = logging.FileHandler(self.log_path)
+        self._log_handler.setFormatter(JsonFormatter("launcher"))
+        logger.addHandler(self._log_handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+
+    def _close_log(self) -> None:
+        if self._log_handler is not None:
+            logger.removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+    def _prepare_databases(self) -> None:
+        """Connect to every PostgreSQL database first: a missing one is created (when the
+        role may), any other problem is one line here, before anything has started."""
+        for service, url in self.options.database_urls.items():
+            try:
+                done = ensure_database(service, url)
+            except LaunchError as error:
+                raise LaunchError(f"{error}; see {self.log_path}") from None
+            if done:
+                self.say(done)
 
     def _service_env(self, service: str, keys: tuple[pathlib.Path, pathlib.Path]) -> dict[str, str]:
         private_key, public_key = keys
         env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
         env.update(
             {
+                # The services and the launcher's SIGKILL delay follow the same value.
+                "CINEMA_GRACE_SECONDS": str(self.options.grace_seconds),
                 "CINEMA_DATA_DIR": str(self.data_dir / "db"),
                 "CINEMA_JWT_PUBLIC_KEY_FILE": str(public_key),
                 "CINEMA_GATEWAY_ADDR": f"127.0.0.1:{self.options.port}",
@@ -238,6 +488,7 @@ class System:
             f"Starting Cinema ({self.options.replicas} replicas per service, {backend}, "
             f"data in {self.data_dir})"
         )
+        self._prepare_databases()
         sidecar = Child(
             name="sidecar",
             argv=[
@@ -274,10 +525,10 @@ class System:
                 replicas.append((service, child))
         ports: dict[str, list[int]] = {}
         for service, child in replicas:
-            (port,) = child.wait_ports(_START_TIMEOUT)
+            (port,) = child.wait_ports(_START_TIMEOUT, self.stopping)
             ports.setdefault(service, []).append(port)
             self.say(f"  started {child.name:<8} on 127.0.0.1:{port}")
-        grpc_port, http_port = sidecar.wait_ports(_START_TIMEOUT)
+        grpc_port, http_port = sidecar.wait_ports(_START_TIMEOUT, self.stopping)
         topology = envoy_config.local_topology(
             ports,
             sidecar_grpc_port=grpc_port,
@@ -323,11 +574,11 @@ class System:
         deadline = time.monotonic() + _START_TIMEOUT
         last = ""
         while True:
+            if self.stopping.is_set():
+                raise _Interrupted
             for child in self.children:
                 if not child.alive():
-                    raise LaunchError(
-                        f"{child.name} exited while starting; see {child.log_path}:\n{child.tail()}"
-                    )
+                    raise LaunchError(child.failure("exited while starting"))
             try:
                 status, document = self.healthz()
             except (OSError, json.JSONDecodeError):
@@ -342,10 +593,13 @@ class System:
             if status == 200:
                 return
             if time.monotonic() > deadline:
-                raise LaunchError(
-                    f"the system did not become healthy in {_START_TIMEOUT:.0f}s "
-                    f"({summary or 'gateway not answering'}); logs in {self.logs}"
-                )
+                problem = f"the system did not become healthy in {_START_TIMEOUT:.0f}s "
+                problem += f"({summary or 'gateway not answering'})"
+                for child in self.children:  # a process that logged an error says why
+                    error = child.logged_error()
+                    if error:
+                        raise LaunchError(f"{problem}; {child.name}: {error}; see {child.log_path}")
+                raise LaunchError(f"{problem}; logs in {self.logs}")
             time.sleep(0.1)  # a poll is one local HTTP call; answer "up" as soon as it is
 
     def _write_state(self) -> None:
@@ -398,9 +652,8 @@ class System:
             for child in self.children:
                 if child.alive() or self.stopping.is_set():
                     continue
-                code = child.process.returncode if child.process else None
                 delay = min(2 ** min(child.restarts, 5) * 0.5, 15.0)
-                self.say(f"{child.name} exited ({code}); restarting in {delay:.1f}s")
+                self.say(f"{child.failure('exited')}; restarting in {delay:.1f}s")
                 if self.stopping.wait(delay):
                     return
                 child.restarts += 1
@@ -408,53 +661,75 @@ class System:
                 self._write_state()
 
     def stop(self) -> None:
-        """SIGTERM to everything (gateway first, so no new calls arrive), then SIGKILL."""
+        """SIGTERM to everything (gateway first, so no new calls arrive), then SIGKILL to
+        whatever still runs ``sigkill_delay`` later."""
         self.stopping.set()
         for child in reversed(self.children):
             child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + _GRACE_SECONDS + 2
+        began = time.monotonic()
+        deadline = began + sigkill_delay(self.options.grace_seconds)
         for child in reversed(self.children):
             if child.process is None:
                 continue
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in time: SIGKILL", child.name)
                 child.signal(signal.SIGKILL)
                 child.process.wait(timeout=5)
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / "state.json").unlink()
-        if self._lock_file is not None:
+            logger.debug("%s has exited (%.2fs)", child.name, time.monotonic() - began)
+        if self._lock_file is not None:  # only the system holding the lock owns the state
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / "state.json").unlink()
             self._lock_file.close()
+            self._lock_file = None
 
 
 def run(options: Options) -> int:
-    """Start the system, serve until SIGINT/SIGTERM, stop it. The exit status of ``up``."""
+    """Start the system, serve until SIGINT/SIGTERM, stop it. The exit status of ``up``.
+
+    A start-up failure stops what did start and then ends the output on one line: the
+    cause and the log to read. A stop ends on "Cinema stopped".
+    """
     system = System(options)
-    received: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
         system.stopping.set()
 
     previous = {
         signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
     }
+    failure: str | None = None
+    stopped = False
     try:
         try:
             system.start()
+            system.say(system.banner())
+            system.supervise()
         except LaunchError as error:
-            print(f"cinema up: {error}", file=sys.stderr)
+            failure = str(error)
+        except _Interrupted:
+            pass
+        except OSError as error:  # the data directory, the keys: say what, not a traceback
+            logger.debug("cinema up failed", exc_info=True)
+            failure = str(error) + (f"; see {system.log_path}" if system.log_path.exists() else "")
+        if failure is None:
+            system.say("\nStopping Cinema...")
+        began = time.monotonic()
+        system.stop()
+        stopped = True
+        if failure is not None:
+            logger.error("%s", failure)
+            print(f"cinema up: {failure}", file=sys.stderr, flush=True)
             return 1
-        if received:
-            return 0
-        system.say(system.banner())
-        system.supervise()
-        system.say("\nStopping Cinema...")
+        system.say(f"Cinema stopped ({time.monotonic() - began:.1f}s)")
         return 0
     finally:
-        system.stop()
-        for stopped, handler in previous.items():
-            signal.signal(stopped, handler)
+        if not stopped:  # an unexpected error: still leave nothing behind
+            system.stop()
+        system._close_log()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def parse_database_urls(values: Sequence[str]) -> dict[str, str]:

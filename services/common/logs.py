@@ -41,3 +41,9 @@ def configure(service: str, *, log_format: str = "auto", level: str = "INFO") ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every start at INFO ("setup plugin ...", "Context impl ...", "Will
+    # assume transactional DDL"), which buries what matters; services.common.migrations
+    # logs what was migrated in one line instead. Its warnings stay; DEBUG shows it all.
+    logging.getLogger("alembic").setLevel(
+        logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
+    )

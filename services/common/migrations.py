@@ -116,16 +116,28 @@ def _current_revisions(connection: Connection) -> set[str] | None:
 
 def upgrade(engine: Engine, service: str) -> None:
     """Bring the service's schema to the newest revision."""
+    heads = head_revisions(service)
     with engine.connect() as connection:
-        if _current_revisions(connection) == head_revisions(service):
+        current = _current_revisions(connection)
+        if current == heads:
             logger.info("%s schema is at the newest revision", service)
             return
     from alembic import command
 
+    # Alembic's own INFO lines are silenced by services.common.logs: this says what it did.
     with engine.connect() as connection, _migration_lock(engine, connection, service):
+        current = _current_revisions(connection)  # another replica may have just migrated
+        if current == heads:
+            logger.info("%s schema is at the newest revision", service)
+            return
         command.upgrade(alembic_config(service, connection), "head")
         connection.commit()
-    logger.info("%s schema is at the newest revision", service)
+    logger.info(
+        "%s schema migrated from %s to the newest revision (%s)",
+        service,
+        ", ".join(sorted(current)) if current else "an empty database",
+        ", ".join(sorted(heads)),
+    )
 
 
 def run_env(target_metadata: MetaData) -> None:

@@ -22,14 +22,14 @@ MAX_PAGE_SIZE = 1000
 
 
 def page_size(value: int, field: str = "page_size") -> int:
-    """The effective page size: the default for 0, else 1 to MAX_PAGE_SIZE."""
+    """The effective page size: the default for 0, the value itself up to MAX_PAGE_SIZE,
+    and MAX_PAGE_SIZE for anything larger (AIP-158: a server lowers a page size it cannot
+    honour rather than refusing it). Only a negative size is INVALID_ARGUMENT."""
+    if value < 0:
+        raise InvalidArgument([FieldViolation(field, f"must not be negative, got {value}")])
     if value == 0:
         return DEFAULT_PAGE_SIZE
-    if value < 0 or value > MAX_PAGE_SIZE:
-        raise InvalidArgument(
-            [FieldViolation(field, f"must be between 0 and {MAX_PAGE_SIZE}, got {value}")]
-        )
-    return value
+    return min(value, MAX_PAGE_SIZE)
 
 
 def _fingerprint(filters: dict[str, str]) -> str:

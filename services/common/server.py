@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import signal
 import sys
 import threading
@@ -104,8 +105,11 @@ class CinemaServer:
         """Accept calls (health says NOT_SERVING until the database answers)."""
         self._set_health(NOT_SERVING)
         self.server.start()
-        self._watch.start()
+        # Logged before the database watch starts, so "listening" always comes before
+        # "SERVING" (launchers and tests read the port from the first, readiness from the
+        # second).
         logger.info("%s listening on port %d", self.spec.full_name, self.port)
+        self._watch.start()
 
     def _set_health(self, status: int) -> None:
         for name in ("", self.spec.full_name):
@@ -149,16 +153,51 @@ class CinemaServer:
         self.stop()
 
 
+# libpq's "connection to server at "HOST" (ADDRESS), port PORT failed: REASON".
+_LIBPQ_FAILURE = re.compile(
+    r'connection to server (?:at "(?P<host>[^"]+)"(?: \([^)]*\))?, port (?P<port>\d+)'
+    r'|on socket "(?P<socket>[^"]+)") failed: (?P<reason>.*)',
+    re.DOTALL,
+)
+
+
+def describe_database_error(error: BaseException) -> str:
+    """A database error in one line that names the cause, e.g. ``PostgreSQL at
+    127.0.0.1:5432: database "movie" does not exist`` or ``PostgreSQL at 127.0.0.1:5433:
+    Connection refused``, without the driver's traceback or SQLAlchemy's links."""
+    from sqlalchemy import exc
+
+    text = str(error.orig) if isinstance(error, exc.DBAPIError) else str(error)
+    text = text.removeprefix("connection failed: ")  # psycopg 3 wraps libpq's text
+    found = _LIBPQ_FAILURE.search(text)
+    if found:
+        reason = found.group("reason").strip().splitlines()[0] if found.group("reason") else ""
+        reason = reason.removeprefix("FATAL:").strip()
+        where = found.group("socket") or f"{found.group('host')}:{found.group('port')}"
+        return " ".join(f"PostgreSQL at {where}: {reason}".split())
+    lines = [line for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else error.__class__.__name__
+    return " ".join(first.split())
+
+
 def serve(service: str, *, host: str, port: int) -> None:
     """Run one service process until SIGTERM/SIGINT: what ``cinema serve`` does.
 
     Settings come from the environment; the service's composition root
     (``services.<service>.__main__.build``) wires its parts and applies its migrations.
+
+    A failure at start is one ERROR line that names the cause (``configuration error:
+    ...``, ``database error: ...``, ``cannot listen on ...``; the traceback goes to the log
+    at DEBUG) and a non-zero exit: 2 for a bad setting, 1 for a database that does not
+    answer or a port that cannot be bound. ``cinema up`` shows that line when a replica
+    does not start.
     """
     import importlib
 
+    from sqlalchemy import exc
+
     from services.common import logs
-    from services.common.settings import Settings
+    from services.common.settings import Settings, SettingsError
 
     settings = Settings.from_env(service)
     logs.configure(service, log_format=settings.log_format, level=settings.log_level)
@@ -166,17 +205,38 @@ def serve(service: str, *, host: str, port: int) -> None:
     # times per call; at CPython's default 5 ms switch interval a thread that is ready can
     # sit out whole intervals, which shows in the tail latency (docs/benchmarks.md).
     sys.setswitchinterval(0.001)
-    root = importlib.import_module(f"services.{service}.__main__")
-    spec: ServiceSpec = root.build(settings)
-    verifier = TokenVerifier(
-        settings.jwt_public_key_pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
-    server = CinemaServer(
-        spec,
-        verifier,
-        host=host,
-        port=port,
-        grace_seconds=settings.grace_seconds,
-        worker_threads=settings.worker_threads,
-    )
+    try:
+        root = importlib.import_module(f"services.{service}.__main__")
+        spec: ServiceSpec = root.build(settings)
+    except SettingsError as error:
+        logger.debug("%s cannot start", service, exc_info=True)
+        logger.error("configuration error: %s", error)
+        raise SystemExit(2) from None
+    except (exc.DBAPIError, exc.ArgumentError) as error:
+        from sqlalchemy.engine import make_url
+
+        logger.debug("%s cannot start", service, exc_info=True)
+        try:
+            where = make_url(settings.database_url).render_as_string(hide_password=True)
+        except exc.ArgumentError:
+            where = "(not a valid URL)"
+        logger.error("database error: %s (DATABASE_URL %s)", describe_database_error(error), where)
+        raise SystemExit(1) from None
+    try:
+        verifier = TokenVerifier(
+            settings.jwt_public_key_pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+        server = CinemaServer(
+            spec,
+            verifier,
+            host=host,
+            port=port,
+            grace_seconds=settings.grace_seconds,
+            worker_threads=settings.worker_threads,
+        )
+    except (OSError, RuntimeError) as error:  # grpcio raises RuntimeError for a taken port
+        spec.close()
+        logger.debug("%s cannot start", service, exc_info=True)
+        logger.error("cannot listen on %s:%d: %s", host, port, error)
+        raise SystemExit(1) from None
     server.run_until_signal()

@@ -18,8 +18,12 @@ from services.common.settings import Settings, SettingsError
 
 def test_page_size_defaults_and_bounds() -> None:
     assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE
+    assert pagination.page_size(1) == 1
     assert pagination.page_size(1000) == 1000
-    for bad in (-1, 1001):
+    # AIP-158: a size above the maximum is lowered to it, not refused.
+    for large in (1001, 5000, 2**31 - 1):
+        assert pagination.page_size(large) == pagination.MAX_PAGE_SIZE
+    for bad in (-1, -(2**31)):
         with pytest.raises(errors.InvalidArgument) as caught:
             pagination.page_size(bad)
         assert caught.value.violations[0].field == "page_size"
