@@ -171,10 +171,10 @@ def start_gateway(
     config_path.write_text(envoy_config.dump_yaml(variant.render(topology), comment=variant.name))
     argv = [processes.tool("envoy"), "-c", str(config_path), *variant.flags]
     argv += ["--use-dynamic-base-id", "--log-level", "warn"]
-    child = processes._spawn(f"envoy-{index}", argv, work_dir / "logs" / f"envoy-{index}.log")
+    child = processes.spawn(f"envoy-{index}", argv, work_dir / "logs" / f"envoy-{index}.log")
     child.port = listen_port
-    processes._wait_http_ok(child, f"http://{LOCAL}:{admin_port}/ready", 30)
-    processes._wait_for_cluster(child, admin_port, "movie", 30)
+    processes.wait_http_ok(child, f"http://{LOCAL}:{admin_port}/ready", 30)
+    processes.wait_for_cluster(child, admin_port, "movie", 30)
     return Gateway(variant, child, admin_port)
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -93,7 +93,7 @@ class Child:
             self._log.close()
 
 
-def _spawn(
+def spawn(
     name: str, argv: Sequence[str], log_path: pathlib.Path, env: Mapping[str, str] | None = None
 ) -> Child:
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def start_stub(log_dir: pathlib.Path, *, bare: bool = False) -> Child:
     argv = [sys.executable, "-m", "bench.stub", "--host", "127.0.0.1", "--port", "0"]
     if bare:
         argv.append("--bare")
-    child = _spawn(name, argv, log_dir / f"{name}.log", {**os.environ, "PYTHONUNBUFFERED": "1"})
+    child = spawn(name, argv, log_dir / f"{name}.log", {**os.environ, "PYTHONUNBUFFERED": "1"})
     child.port = int(_wait_for_log(child, r"stub listening on port (\d+)", 30).group(1))
     return child
 
@@ -154,7 +154,7 @@ def start_serving_model(
     if python_path is not None:
         repo = str(pathlib.Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([str(python_path), repo])
-    child = _spawn(label, argv, log_dir / f"{label}.log", env)
+    child = spawn(label, argv, log_dir / f"{label}.log", env)
     child.port = int(_wait_for_log(child, r"serving \S+ on port (\d+)", 60).group(1))
     return child
 
@@ -177,7 +177,7 @@ def start_stub_gateway(work_dir: pathlib.Path, stub_port: int) -> Child:
     config_path = work_dir / "stub-envoy.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(envoy_config.dump_yaml(config))
-    child = _spawn(
+    child = spawn(
         "stub-envoy",
         [
             tool("envoy"),
@@ -191,13 +191,17 @@ def start_stub_gateway(work_dir: pathlib.Path, stub_port: int) -> Child:
         work_dir / "logs" / "stub-envoy.log",
     )
     child.port = listen_port
-    _wait_http_ok(child, f"http://127.0.0.1:{admin_port}/ready", 30)
+    wait_http_ok(child, f"http://127.0.0.1:{admin_port}/ready", 30)
     # The movie cluster turns healthy after its first gRPC health check.
-    _wait_for_cluster(child, admin_port, "movie", 30)
+    wait_for_cluster(child, admin_port, "movie", 30)
     return child
 
 
-def _wait_http_ok(child: Child, url: str, timeout: float) -> None:
+def wait_http_ok(
+    child: Child, url: str, timeout: float, *, more_log: Callable[[Child], str] | None = None
+) -> None:
+    """Wait until ``url`` answers 200; StartError with the child's log tail (and
+    ``more_log(child)``, e.g. a second log file) if it dies or takes too long."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.process.poll() is not None:
@@ -206,11 +210,12 @@ def _wait_http_ok(child: Child, url: str, timeout: float) -> None:
             if reply.status == 200:
                 return
         time.sleep(0.1)
+    tail = child.tail() + ("\n" + more_log(child) if more_log is not None else "")
     child.stop(timeout=2)
-    raise StartError(f"{child.name} did not get ready; its log ends:\n{child.tail()}")
+    raise StartError(f"{child.name} did not answer {url}; its log ends:\n{tail}")
 
 
-def _wait_for_cluster(child: Child, admin_port: int, cluster: str, timeout: float) -> None:
+def wait_for_cluster(child: Child, admin_port: int, cluster: str, timeout: float) -> None:
     url = f"http://127.0.0.1:{admin_port}/clusters?format=json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -238,7 +243,7 @@ def start_cinema_serve(
     """``cinema serve SERVICE`` on a free loopback port (``env`` adds to os.environ)."""
     full_env = {**os.environ, **env, "CINEMA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
     label = name or service
-    child = _spawn(
+    child = spawn(
         label,
         [tool("cinema"), "serve", service, "--host", "127.0.0.1", "--port", "0"],
         log_dir / f"{label}.log",
@@ -368,7 +373,7 @@ class CinemaUp:
         for service, url in database_urls.items():
             argv += ["--database-url", f"{service}={url}"]
         started = time.monotonic()
-        child = _spawn(
+        child = spawn(
             f"cinema-up-r{replicas}",
             argv,
             data_dir.parent / f"cinema-up-r{replicas}-{data_dir.name}.log",

@@ -28,12 +28,11 @@ import pathlib
 import signal
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 from bench import pg
 from bench.baselines import api, nginx
-from bench.processes import Child, StartError, _spawn, free_port
+from bench.processes import Child, StartError, free_port, spawn, wait_http_ok
 from bench.target import Target, check_database_url
 from services.common.db import make_engine
 from services.common.migrations import upgrade
@@ -169,13 +168,15 @@ def start_baseline(
             run_as_root=nginx.running_as_root(),
         )
         config = nginx.prepare(layout)
-        proxy = _spawn(
+        proxy = spawn(
             "nginx", nginx.argv(nginx_binary, layout, config), logs / "nginx.log", dict(os.environ)
         )
         proxy.port = nginx_port
         started.append(proxy)
         for path in ("/api/v1/casts?pageSize=1", "/api/v1/movies?pageSize=1"):
-            _wait_ok(proxy, f"http://127.0.0.1:{nginx_port}{path}", timeout)
+            wait_http_ok(
+                proxy, f"http://127.0.0.1:{nginx_port}{path}", timeout, more_log=_error_log_tail
+            )
     except BaseException:
         for child in reversed(started):
             if child.name == "nginx":
@@ -198,27 +199,10 @@ def _start_app(
         "--no-access-log", "--no-server-header", "--log-level", "warning",
         "--timeout-keep-alive", str(UVICORN_KEEPALIVE_TIMEOUT), "--backlog", "4096",
     ]  # fmt: skip
-    child = _spawn(name, argv, logs / f"{name}.log", env)
+    child = spawn(name, argv, logs / f"{name}.log", env)
     child.port = port
-    _wait_ok(child, f"http://127.0.0.1:{port}/healthz", timeout)
+    wait_http_ok(child, f"http://127.0.0.1:{port}/healthz", timeout)
     return child
-
-
-def _wait_ok(child: Child, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.process.poll() is not None:
-            break
-        # Loopback only: the URL is built from a port this module chose.
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310
-            if reply.status == 200:
-                return
-        time.sleep(0.1)
-    tail = child.tail()
-    if child.name == "nginx":
-        tail += "\n" + _error_log_tail(child)
-    child.stop(timeout=2)
-    raise StartError(f"{child.name} did not answer {url}; its log ends:\n{tail}")
 
 
 def _error_log_tail(child: Child) -> str:
