@@ -96,18 +96,7 @@ def check_known(cast_ids: Sequence[str], known: set[str]) -> None:
 
 
 def new_movie(clean: MovieFields) -> DomainMovie:
-    assert clean.price is not None
-    now = storage.utc_now()
-    return DomainMovie(
-        id=new_id(),
-        title=clean.title,
-        plot=clean.plot,
-        genres=tuple(clean.genres),
-        cast_ids=tuple(clean.cast_ids),
-        price=clean.price,
-        create_time=now,
-        update_time=now,
-    )
+    return DomainMovie.new(new_id(), clean, storage.utc_now())
 
 
 def movie_page(rows: list[storage.Row], limit: int) -> api.MovieList:

@@ -48,6 +48,21 @@ class Movie:
     create_time: dt.datetime
     update_time: dt.datetime
 
+    @classmethod
+    def new(cls, movie_id: str, clean: MovieFields, now: dt.datetime) -> Movie:
+        """A movie made from fields that passed :func:`check_fields` (price included)."""
+        assert clean.price is not None
+        return cls(
+            id=movie_id,
+            title=clean.title,
+            plot=clean.plot,
+            genres=tuple(clean.genres),
+            cast_ids=tuple(clean.cast_ids),
+            price=clean.price,
+            create_time=now,
+            update_time=now,
+        )
+
 
 @dataclass(frozen=True)
 class MovieWithCast:

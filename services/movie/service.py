@@ -60,19 +60,8 @@ class MovieService:
         violations = Violations()
         clean = check_fields(fields, "movie", violations)
         violations.raise_if_any()
-        assert clean.price is not None
         self._check_cast_ids(clean.cast_ids, context)
-        now = self._clock()
-        movie = Movie(
-            id=new_id(),
-            title=clean.title,
-            plot=clean.plot,
-            genres=tuple(clean.genres),
-            cast_ids=tuple(clean.cast_ids),
-            price=clean.price,
-            create_time=now,
-            update_time=now,
-        )
+        movie = Movie.new(new_id(), clean, self._clock())
         with self._uow() as uow:
             uow.movies.add(movie)
             uow.commit()
