@@ -282,3 +282,14 @@ def health_route(app: FastAPI) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "SERVING"}
+
+
+def new_app(settings: Settings, service: str, lifespan: Any) -> FastAPI:
+    """A baseline app: token verifier, Cinema's error body, ``/healthz``; no docs pages."""
+    app = FastAPI(
+        title=f"baseline {service} service", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    app.state.verifier = verifier_for(settings)
+    install_error_handlers(app, service)
+    health_route(app)
+    return app

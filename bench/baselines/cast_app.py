@@ -69,14 +69,6 @@ def create_app(settings: api.Settings | None = None) -> FastAPI:
     return _async_app(settings)
 
 
-def _new_app(settings: api.Settings, lifespan: Any) -> FastAPI:
-    app = FastAPI(title="baseline cast service", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.verifier = api.verifier_for(settings)
-    api.install_error_handlers(app, "cast")
-    api.health_route(app)
-    return app
-
-
 def _async_app(settings: api.Settings) -> FastAPI:
     store_type = (
         storage.AsyncpgCasts if settings.db_access == "asyncpg" else storage.SqlAlchemyAsyncCasts
@@ -91,7 +83,7 @@ def _async_app(settings: api.Settings) -> FastAPI:
         finally:
             await resources.casts.close()
 
-    app = _new_app(settings, lifespan)
+    app = api.new_app(settings, "cast", lifespan)
 
     @app.get("/api/v1/casts:batchGet", **api.RESPONSE_OPTIONS)
     async def batch_get_casts(ids: Ids = []) -> api.CastBatch:  # noqa: B006 - FastAPI copies it
@@ -132,7 +124,7 @@ def _sync_app(settings: api.Settings) -> FastAPI:
         finally:
             resources.casts.close()
 
-    app = _new_app(settings, lifespan)
+    app = api.new_app(settings, "cast", lifespan)
 
     @app.get("/api/v1/casts:batchGet", **api.RESPONSE_OPTIONS)
     def batch_get_casts(ids: Ids = []) -> api.CastBatch:  # noqa: B006 - FastAPI copies it

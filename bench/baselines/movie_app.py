@@ -133,14 +133,6 @@ def create_app(settings: api.Settings | None = None) -> FastAPI:
     return _async_app(settings)
 
 
-def _new_app(settings: api.Settings, lifespan: Any) -> FastAPI:
-    app = FastAPI(title="baseline movie service", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.verifier = api.verifier_for(settings)
-    api.install_error_handlers(app, "movie")
-    api.health_route(app)
-    return app
-
-
 def _async_app(settings: api.Settings) -> FastAPI:
     store_type = (
         storage.AsyncpgMovies if settings.db_access == "asyncpg" else storage.SqlAlchemyAsyncMovies
@@ -157,7 +149,7 @@ def _async_app(settings: api.Settings) -> FastAPI:
             await resources.casts.close()
             await resources.movies.close()
 
-    app = _new_app(settings, lifespan)
+    app = api.new_app(settings, "movie", lifespan)
 
     @app.get("/api/v1/movies/{movie_id}", **api.RESPONSE_OPTIONS)
     async def get_movie(movie_id: str) -> api.Movie:
@@ -197,7 +189,7 @@ def _sync_app(settings: api.Settings) -> FastAPI:
             await resources.casts.close()
             resources.movies.close()
 
-    app = _new_app(settings, lifespan)
+    app = api.new_app(settings, "movie", lifespan)
 
     @app.get("/api/v1/movies/{movie_id}", **api.RESPONSE_OPTIONS)
     def get_movie(movie_id: str) -> api.Movie:
