@@ -350,7 +350,7 @@ class UseCaseGetMovie:
         engine = make_engine(check_database_url(self.database_url), pool_size=2)
         sessions = EnginePools(engine)
         service = MovieService(
-            functools.partial(SqlAlchemyMovieUnitOfWork, sessions), casts=_NoCasts()
+            functools.partial(SqlAlchemyMovieUnitOfWork, sessions), casts=NoCasts()
         )
         context = RequestContext(principal=None, bearer_token=None, deadline=Deadline.after(None))
 
@@ -362,7 +362,7 @@ class UseCaseGetMovie:
         return operation
 
 
-class _NoCasts:
+class NoCasts:
     """The basic view never asks the cast service."""
 
     def get_many(self, cast_ids: Sequence[str], context: Any) -> list[Any]:

@@ -51,6 +51,7 @@ from typing import Any
 import grpc
 
 from bench.catalogue import canned_movie
+from bench.scenarios import NoCasts
 from cinema.v1 import movie_pb2
 from services.common.context import RequestContext
 from services.movie.domain import MovieView
@@ -81,7 +82,7 @@ class _Handlers:
         self.canned = canned_movie("f" * 32, _CANNED_CASTS)
         self.sessions = EnginePools(make_engine(database_url, pool_size=threads))
         self.service = MovieService(
-            functools.partial(SqlAlchemyMovieUnitOfWork, self.sessions), casts=_NoCasts()
+            functools.partial(SqlAlchemyMovieUnitOfWork, self.sessions), casts=NoCasts()
         )
         self.context = RequestContext()
 
@@ -100,11 +101,6 @@ class _Handlers:
         return movie_pb2.ListMoviesResponse(
             movies=[movie_to_proto(m) for m in page.items], next_page_token=page.next_page_token
         )
-
-
-class _NoCasts:
-    def get_many(self, cast_ids: Sequence[str], context: Any) -> list[Any]:
-        raise AssertionError("GetMovie BASIC must not call the cast service")
 
 
 def _generic(get: Any, listing: Any) -> grpc.GenericRpcHandler[Any, Any]:
