@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
+
+_lock = threading.Lock()
+_last_stamp = 0
 
 
 def new_id() -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: unique, and sorted by creation time.
 
-    Time order lets lists page by id alone and keeps B-tree inserts at the right edge.
+    Time order lets lists page by id alone and keeps B-tree inserts at the right edge. The
+    12 ``rand_a`` bits carry the sub-millisecond part of the clock (RFC 9562 section 6.2,
+    method 3), and a stamp never repeats or goes back within a process, so ids one process
+    makes in the same millisecond still sort in the order they were made.
     """
-    millis = time.time_ns() // 1_000_000
-    value = (millis & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    global _last_stamp
+    now = time.time_ns()
+    stamp = (now // 1_000_000) << 12 | (now % 1_000_000) * 4096 // 1_000_000
+    with _lock:
+        stamp = max(stamp, _last_stamp + 1)
+        _last_stamp = stamp
+    millis, fraction = (stamp >> 12) & ((1 << 48) - 1), stamp & 0xFFF
+    random_bits = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = millis << 80 | 0x7 << 76 | fraction << 64 | 0x2 << 62 | random_bits
     return uuid.UUID(int=value).hex

@@ -69,10 +69,12 @@ def test_ids_are_unique_and_time_ordered() -> None:
     ids = [new_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 and i[12] == "7" for i in ids)  # UUID version 7
-    # The first 48 bits are the creation millisecond: ids sort by creation time, and ids
-    # made within one millisecond sort randomly among themselves.
+    # The first 48 bits are the creation millisecond: ids sort by creation time.
     millis = [i[:12] for i in ids]
     assert millis == sorted(millis)
+    # Within one process they sort in the order they were made, the same millisecond too.
+    assert ids == sorted(ids)
+    assert all(int(i[16], 16) >> 2 == 0b10 for i in ids)  # RFC 9562 variant
 
 
 def test_error_mapping_carries_reason_and_field_violations() -> None:
