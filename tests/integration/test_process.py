@@ -176,7 +176,9 @@ def test_outbound_calls_take_the_callers_remaining_time(
         assert elapsed < 1.4, "the caller must not wait for the peer's own 5 s ceiling"
         remaining = servicer.time_remaining[0]
         assert remaining is not None
-        assert remaining <= 0.6, "the peer call must carry the caller's remaining time"
+        # gRPC encodes grpc-timeout rounded up to a few digits, so the peer may see a hair more
+        # than the caller's 0.6 s; what matters is that it is the caller's budget, not 5 s.
+        assert remaining < 0.65, "the peer call must carry the caller's remaining time"
         time.sleep(servicer.delay)  # let the slow peer answer; the movie must still not exist
         listed = movies.ListMovies(movie_pb2.ListMoviesRequest()).movies
         assert list(listed) == []
