@@ -48,6 +48,7 @@ from google.protobuf import descriptor, descriptor_pool
 # Importing the generated modules registers the contracts in the default descriptor pool,
 # which is where the RPC list below comes from.
 from cinema.v1 import cast_pb2, movie_pb2, order_pb2, user_pb2  # noqa: F401
+from gateway import http_bindings
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENVOY_YAML = REPO_ROOT / "envoy.yaml"
@@ -473,10 +474,13 @@ def _transcoder(topology: Topology) -> dict[str, Any]:
         ".GrpcJsonTranscoder",
         "proto_descriptor": topology.descriptor_set,
         "services": list(SERVICES.values()),
-        # Proto3 canonical JSON: lowerCamelCase names, enums as names, defaults omitted.
+        # Proto3 canonical JSON (lowerCamelCase names, enums as names), except that fields
+        # without presence are printed at their defaults: an empty list is `"movies": []`,
+        # not a missing key, so every reply of a method has the same shape. Fields with
+        # presence (messages, `optional`) are still left out when unset.
         "print_options": {
             "add_whitespace": False,
-            "always_print_primitive_fields": False,
+            "always_print_primitive_fields": True,
             "always_print_enums_as_ints": False,
             "preserve_proto_field_names": False,
         },
@@ -499,6 +503,10 @@ def _transcoder(topology: Topology) -> dict[str, Any]:
 
 def _routes() -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = [
+        *_method_not_allowed_routes(),
+        *_method_not_allowed(
+            "healthz", {"path": "/healthz"}, ("GET", "HEAD"), disable=(TRANSCODER_FILTER,)
+        ),
         {
             "name": "healthz",
             "match": {"path": "/healthz"},
@@ -542,7 +550,82 @@ def _routes() -> list[dict[str, Any]]:
                 "route": _route_action(key, RetryClass.UNSENT_ONLY),
             }
         )
+    routes += [
+        {
+            # Seen only when the transcoder is off: it answers every /api/ path itself, with
+            # the call it maps to or a 404 (reject_unknown_method). Keeps /api/ out of the pages.
+            "name": "api",
+            "match": {"prefix": "/api/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "no such API route"}},
+        },
+        {
+            # Everything else a browser asks for: the web pages, /docs, /openapi.json and
+            # /.well-known/, served by the sidecar. A gRPC call on an unknown path still gets
+            # Envoy's own 404 (UNIMPLEMENTED), not an HTML page.
+            "name": "pages",
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {
+                        "name": "content-type",
+                        "string_match": {"prefix": "application/grpc"},
+                        "invert_match": True,
+                        "treat_missing_header_as_empty": True,
+                    }
+                ],
+            },
+            "route": {"cluster": SIDECAR_HTTP_CLUSTER, "timeout": "5s"},
+            "typed_per_filter_config": _disabled(TRANSCODER_FILTER),
+        },
+    ]
     return routes
+
+
+def _method_not_allowed_routes() -> list[dict[str, Any]]:
+    """A 405 with ``Allow`` for each JSON path asked with a method no RPC binds to it.
+
+    Without these the transcoder, finding no RPC for ``PUT /api/v1/movies``, answers 404,
+    which tells a REST client the collection does not exist.
+    """
+    routes: list[dict[str, Any]] = []
+    for regex, verbs in http_bindings.methods_by_path().items():
+        match = {"safe_regex": {"regex": regex}}
+        routes += _method_not_allowed(f"405 {regex}", match, verbs, disable=(TRANSCODER_FILTER,))
+    return routes
+
+
+def _method_not_allowed(
+    name: str, match: Mapping[str, Any], allowed: Sequence[str], *, disable: Sequence[str]
+) -> list[dict[str, Any]]:
+    methods = "|".join(allowed)
+    return [
+        {
+            "name": name,
+            "match": {
+                **match,
+                "headers": [
+                    {
+                        "name": ":method",
+                        "string_match": {"safe_regex": {"regex": f"^({methods})$"}},
+                        "invert_match": True,
+                    }
+                ],
+            },
+            "direct_response": {
+                "status": 405,
+                "body": {
+                    "inline_string": f"method not allowed here; allowed: {', '.join(allowed)}"
+                },
+            },
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "allow", "value": ", ".join(allowed)},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "typed_per_filter_config": _disabled(*disable),
+        }
+    ]
 
 
 def _route_action(cluster: str, retries: RetryClass) -> dict[str, Any]:
@@ -689,24 +772,42 @@ def _http_protocol_options(*, http2: bool) -> dict[str, Any]:
     }
 
 
-#: HTTP status of an Envoy-made reply -> the canonical gRPC code its JSON body carries.
-LOCAL_REPLY_GRPC_CODES: Mapping[int, int] = MappingProxyType(
+@dataclass(frozen=True)
+class LocalReply:
+    """What an error reply Envoy makes itself says, in the services' own error shape."""
+
+    #: The canonical gRPC code of the JSON body (and, for 413 and 431, of a gRPC reply).
+    code: int
+    #: ``google.rpc.ErrorInfo.reason``, UPPER_SNAKE as the services' reasons.
+    reason: str
+
+
+#: HTTP status of an Envoy-made reply -> its gRPC code and ErrorInfo reason.
+LOCAL_REPLIES: Mapping[int, LocalReply] = MappingProxyType(
     {
-        400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed JSON
-        401: 16,  # UNAUTHENTICATED
-        403: 7,  # PERMISSION_DENIED
-        404: 5,  # NOT_FOUND: no RPC binds this path
-        408: 4,  # DEADLINE_EXCEEDED: the request itself arrived too slowly
-        413: 8,  # RESOURCE_EXHAUSTED: body over MAX_REQUEST_BYTES, as gRPC's own size limit
-        429: 8,  # RESOURCE_EXHAUSTED
-        500: 13,  # INTERNAL
-        501: 12,  # UNIMPLEMENTED
-        502: 14,  # UNAVAILABLE
-        503: 14,  # UNAVAILABLE: no healthy upstream, connection refused
-        504: 4,  # DEADLINE_EXCEEDED: the call took longer than its deadline
+        # Unknown query parameter, malformed JSON, a body field that collides with the path.
+        400: LocalReply(3, "MALFORMED_REQUEST"),  # INVALID_ARGUMENT
+        401: LocalReply(16, "UNAUTHENTICATED"),
+        403: LocalReply(7, "PERMISSION_DENIED"),
+        404: LocalReply(5, "NO_SUCH_ROUTE"),  # NOT_FOUND: no RPC binds this path
+        405: LocalReply(12, "METHOD_NOT_ALLOWED"),  # UNIMPLEMENTED; `allow` lists the methods
+        408: LocalReply(4, "REQUEST_TIMEOUT"),  # DEADLINE_EXCEEDED: the request arrived too slowly
+        # RESOURCE_EXHAUSTED, as gRPC's own message size limit: body over MAX_REQUEST_BYTES.
+        413: LocalReply(8, "REQUEST_TOO_LARGE"),
+        429: LocalReply(8, "RATE_LIMITED"),  # RESOURCE_EXHAUSTED
+        431: LocalReply(8, "HEADERS_TOO_LARGE"),  # RESOURCE_EXHAUSTED
+        500: LocalReply(13, "INTERNAL"),
+        501: LocalReply(12, "UNIMPLEMENTED"),
+        502: LocalReply(14, "UNAVAILABLE"),
+        503: LocalReply(14, "UNAVAILABLE"),  # no healthy upstream, connection refused
+        504: LocalReply(4, "DEADLINE_EXCEEDED"),  # the call took longer than its deadline
     }
 )
-_UNKNOWN = 2
+#: Statuses whose grpc-status Envoy would derive as UNKNOWN for a gRPC client.
+_GRPC_STATUS_OVERRIDES = (413, 431)
+_UNKNOWN = LocalReply(2, "UNKNOWN")
+#: ``google.rpc.ErrorInfo.domain`` of every Cinema error (services/common/status.py).
+ERROR_DOMAIN = "cinema.v1"
 
 
 def _local_reply_config() -> dict[str, Any]:
@@ -741,9 +842,9 @@ def _local_reply_config() -> dict[str, Any]:
     mappers: list[dict[str, Any]] = [
         {
             "filter": {"and_filter": {"filters": [_status_is("EQ", status), json_client]}},
-            "body_format_override": _error_body(code),
+            "body_format_override": _error_body(reply),
         }
-        for status, code in LOCAL_REPLY_GRPC_CODES.items()
+        for status, reply in LOCAL_REPLIES.items()
     ]
     mappers.append(
         {
@@ -752,19 +853,20 @@ def _local_reply_config() -> dict[str, Any]:
         }
     )
     # Envoy derives a gRPC client's grpc-status from the HTTP status, and has no mapping for
-    # 413 (it would say UNKNOWN); gRPC's own message size limit says RESOURCE_EXHAUSTED.
+    # 413 or 431 (it would say UNKNOWN); gRPC's own size limits say RESOURCE_EXHAUSTED.
     # A grpc-status set here is kept. Listed after the JSON mappers, which never match gRPC.
-    mappers.append(
+    mappers += [
         {
-            "filter": _status_is("EQ", 413),
+            "filter": _status_is("EQ", status),
             "headers_to_add": [
                 {
-                    "header": {"key": "grpc-status", "value": str(LOCAL_REPLY_GRPC_CODES[413])},
+                    "header": {"key": "grpc-status", "value": str(LOCAL_REPLIES[status].code)},
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 }
             ],
         }
-    )
+        for status in _GRPC_STATUS_OVERRIDES
+    ]
     return {"mappers": mappers}
 
 
@@ -780,10 +882,25 @@ def _status_is(op: str, status: int) -> dict[str, Any]:
     }
 
 
-def _error_body(code: int) -> dict[str, Any]:
-    # The same shape as the transcoder's errors: google.rpc.Status in proto3 JSON.
+def _error_body(reply: LocalReply) -> dict[str, Any]:
+    # The same shape as the services' errors through the transcoder: google.rpc.Status in
+    # proto3 JSON with an ErrorInfo, so a client reads every error the same way. The
+    # metadata says which part of Envoy answered (e.g. `route_not_found`) and the request id.
+    error_info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reply.reason,
+        "domain": ERROR_DOMAIN,
+        "metadata": {
+            "envoy_details": "%RESPONSE_CODE_DETAILS%",
+            "request_id": "%REQ(X-REQUEST-ID)%",
+        },
+    }
     return {
-        "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+        "json_format": {
+            "code": reply.code,
+            "message": "%LOCAL_REPLY_BODY%",
+            "details": [error_info],
+        },
         "content_type": "application/json",
     }
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import pathlib
+import sqlite3
+import time
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -86,16 +88,39 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL (persistent: only a new file needs it).
+
+    Two replicas opening a new file at once race to switch it, and SQLite answers the
+    loser "database is locked" at once instead of waiting on the busy timeout, so the
+    switch is retried until that timeout.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def ping(engine: Engine) -> bool:

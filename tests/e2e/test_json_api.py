@@ -86,6 +86,9 @@ def test_casts_and_movies_crud(system: RunningSystem, admin_token: str) -> None:
     )  # fmt: skip
     assert cast_patch.body["nationality"] == "Canadian-American"
     assert system.request("GET", f"/api/v1/casts/{cast_id}").body["name"] == "Keanu Reeves"
+    # A second cast member, so a page of one has a next page whatever ran before.
+    assert system.request("POST", "/api/v1/casts", {"name": "Carrie-Anne Moss"},
+                          token=admin_token).status == 200  # fmt: skip
     assert system.request("GET", "/api/v1/casts?pageSize=1").body["nextPageToken"]
 
     deleted = system.request("DELETE", f"/api/v1/movies/{movie['id']}", token=admin_token)
@@ -154,6 +157,86 @@ def test_error_statuses_are_json_with_details(system: RunningSystem, admin_token
     malformed = system.request("POST", "/api/v1/casts", raw=b"{not json", token=admin_token)
     assert malformed.status == 400
     assert isinstance(malformed.body, dict)
+
+    # Envoy's own errors carry the services' ErrorInfo shape, with a reason to branch on.
+    for reply, expected in ((no_route, "NO_SUCH_ROUTE"), (unknown_param, "MALFORMED_REQUEST"),
+                            (malformed, "MALFORMED_REQUEST")):  # fmt: skip
+        assert reason(reply.body) == expected, reply.body
+        (info,) = [d for d in reply.body["details"] if d["@type"].endswith("ErrorInfo")]
+        assert info["domain"] == "cinema.v1"
+        assert info["metadata"]["request_id"] == reply.headers["x-request-id"]
+
+
+def test_json_behaves_as_rest_clients_expect(system: RunningSystem, admin_token: str) -> None:
+    genre = f"genre-{uuid.uuid4().hex[:8]}"
+    # An empty list is an empty array, not a missing key.
+    empty = system.request("GET", f"/api/v1/movies?genre={genre}")
+    assert empty.status == 200
+    assert empty.body == {"movies": [], "nextPageToken": ""}
+
+    # Methods no RPC binds to a known path: 405 with Allow, in the error shape.
+    for method, path, allow in (
+        ("PUT", "/api/v1/movies", "POST, GET"),
+        ("POST", "/api/v1/movies/some-id", "GET, PATCH, DELETE"),
+        ("GET", "/api/v1/orders/some-id:pay", "POST"),
+        ("POST", "/healthz", "GET, HEAD"),
+    ):
+        refused = system.request(method, path, {} if method != "GET" else None)
+        assert refused.status == 405, (method, path, refused)
+        assert refused.headers["allow"] == allow
+        assert refused.body["code"] == 12
+        assert reason(refused.body) == "METHOD_NOT_ALLOWED"
+
+    # Short enum names are accepted where they are unambiguous; replies spell the full name.
+    created = system.request(
+        "POST", "/api/v1/movies",
+        {"title": "Short names", "genres": [genre], "price": {"currencyCode": "EUR", "amountMinor": 500}},
+        token=admin_token,
+    )  # fmt: skip
+    assert created.status == 200, created
+    movie_id = created.body["id"]
+    for view in ("FULL", "MOVIE_VIEW_FULL"):
+        full = system.request("GET", f"/api/v1/movies/{movie_id}?view={view}")
+        assert full.status == 200, full
+        assert full.body["castMembers"] == []
+    wrong = system.request("GET", f"/api/v1/movies/{movie_id}?view=EVERYTHING")
+    assert wrong.status == 400
+    assert "view" in wrong.body["message"]
+
+    # Page sizes above the maximum are lowered to it (AIP-158), not refused.
+    big = system.request("GET", f"/api/v1/movies?genre={genre}&pageSize=5000")
+    assert big.status == 200
+    assert [m["id"] for m in big.body["movies"]] == [movie_id]
+
+    # The transcoder drops body fields the message does not have (envoyproxy/envoy#46623):
+    # the closest safe behaviour is that nothing changes because of them. A misspelt
+    # required field is reported missing, and a PATCH changes only the fields that arrived.
+    misspelt = system.request(
+        "POST", "/api/v1/movies",
+        {"titel": "Typo", "price": {"currencyCode": "EUR", "amountMinor": 500}},
+        token=admin_token,
+    )  # fmt: skip
+    assert misspelt.status == 400
+    assert "movie.title" in violations(misspelt.body)
+    nothing = system.request(
+        "PATCH", f"/api/v1/movies/{movie_id}", {"titel": "Typo"}, token=admin_token
+    )
+    assert nothing.status == 400
+    assert "update_mask" in violations(nothing.body)
+    # updateMask belongs in the query; sent in the body it is dropped, and the fields sent
+    # are exactly what the implied mask (AIP-134) changes.
+    patched = system.request(
+        "PATCH", f"/api/v1/movies/{movie_id}", {"title": "Renamed", "updateMask": "plot"},
+        token=admin_token,
+    )  # fmt: skip
+    assert patched.status == 200, patched
+    assert patched.body["title"] == "Renamed"
+    masked = system.request(
+        "PATCH", f"/api/v1/movies/{movie_id}?updateMask=plot", {"title": "Ignored", "plot": "p"},
+        token=admin_token,
+    )  # fmt: skip
+    assert masked.status == 200, masked
+    assert (masked.body["title"], masked.body["plot"]) == ("Renamed", "p")
 
 
 def test_register_login_order_and_pay(system: RunningSystem, admin_token: str) -> None:

@@ -108,9 +108,9 @@ def _hcm(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The routes that forward somewhere (not the 405 and 404 direct responses)."""
     (virtual_host,) = _hcm(config)["route_config"]["virtual_hosts"]
-    routes: list[dict[str, Any]] = virtual_host["routes"]
-    return routes
+    return [route for route in virtual_host["routes"] if "route" in route]
 
 
 def _clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -403,8 +403,12 @@ def test_envoy_own_errors_are_json_for_json_clients_only(envoy_yaml: dict[str, A
         assert any("or_filter" in f for f in filters)
         status = filters[0]["status_code_filter"]["comparison"]["value"]["default_value"]
         codes[status] = body["json_format"]["code"]
-        assert body["json_format"]["details"] == []
+        (info,) = body["json_format"]["details"]
+        assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+        assert info["domain"] == "cinema.v1"
+        assert info["reason"].isupper()
     assert codes[404] == 5
+    assert codes[405] == 12
     assert codes[503] == 14
     assert codes[504] == 4
     assert codes[413] == 8
@@ -587,3 +591,28 @@ def test_healthz_serves_when_every_service_does() -> None:
     }
     assert healthz_document(services_from_clusters(admin))["status"] == "SERVING"
     assert healthz_document(services_from_clusters({}))["status"] == "NOT_SERVING"
+
+
+def test_every_json_path_answers_405_with_allow_for_unbound_methods(
+    envoy_yaml: dict[str, Any],
+) -> None:
+    routes = _hcm(envoy_yaml)["route_config"]["virtual_hosts"][0]["routes"]
+    refusals = {
+        r["match"]["safe_regex"]["regex"]: r
+        for r in routes
+        if r.get("direct_response", {}).get("status") == 405 and "safe_regex" in r["match"]
+    }
+    collection = refusals["^/api/v1/movies$"]
+    (allow,) = collection["response_headers_to_add"]
+    assert allow["header"] == {"key": "allow", "value": "POST, GET"}
+    (method,) = collection["match"]["headers"]
+    assert method["invert_match"] is True
+    # The transcoder would answer 404 first: it is off on these routes.
+    assert collection["typed_per_filter_config"][envoy_config.TRANSCODER_FILTER]["disabled"]
+    assert (
+        refusals["^/api/v1/orders/[^/:]+:pay$"]["response_headers_to_add"][0]["header"]["value"]
+        == "POST"
+    )
+    # They come before every route that could serve the path.
+    first_served = next(i for i, r in enumerate(routes) if "route" in r)
+    assert all(routes.index(r) < first_served for r in refusals.values())

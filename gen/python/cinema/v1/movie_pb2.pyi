@@ -35,6 +35,14 @@ class _MovieViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MovieView.V
     """The movie's own fields; cast members by id only."""
     MOVIE_VIEW_FULL: _MovieView.ValueType  # 2
     """The movie with its cast members embedded in `cast_members`."""
+    BASIC: _MovieView.ValueType  # 1
+    """Alias of MOVIE_VIEW_BASIC.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
+    FULL: _MovieView.ValueType  # 2
+    """Alias of MOVIE_VIEW_FULL.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
 
 class MovieView(_MovieView, metaclass=_MovieViewEnumTypeWrapper):
     """How much of a movie to return."""
@@ -45,6 +53,14 @@ MOVIE_VIEW_BASIC: MovieView.ValueType  # 1
 """The movie's own fields; cast members by id only."""
 MOVIE_VIEW_FULL: MovieView.ValueType  # 2
 """The movie with its cast members embedded in `cast_members`."""
+BASIC: MovieView.ValueType  # 1
+"""Alias of MOVIE_VIEW_BASIC.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
+FULL: MovieView.ValueType  # 2
+"""Alias of MOVIE_VIEW_FULL.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
 Global___MovieView: _TypeAlias = MovieView  # noqa: Y015
 
 @_typing.final

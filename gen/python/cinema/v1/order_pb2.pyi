@@ -37,6 +37,22 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     """The last payment attempt was declined; may be paid again or cancelled."""
     ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 4
     """Cancelled before payment."""
+    PENDING: _OrderStatus.ValueType  # 1
+    """Alias of ORDER_STATUS_PENDING.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
+    PAID: _OrderStatus.ValueType  # 2
+    """Alias of ORDER_STATUS_PAID.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
+    PAYMENT_FAILED: _OrderStatus.ValueType  # 3
+    """Alias of ORDER_STATUS_PAYMENT_FAILED.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
+    CANCELLED: _OrderStatus.ValueType  # 4
+    """Alias of ORDER_STATUS_CANCELLED.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """Where an order is in its life."""
@@ -51,6 +67,22 @@ ORDER_STATUS_PAYMENT_FAILED: OrderStatus.ValueType  # 3
 """The last payment attempt was declined; may be paid again or cancelled."""
 ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 4
 """Cancelled before payment."""
+PENDING: OrderStatus.ValueType  # 1
+"""Alias of ORDER_STATUS_PENDING.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
+PAID: OrderStatus.ValueType  # 2
+"""Alias of ORDER_STATUS_PAID.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
+PAYMENT_FAILED: OrderStatus.ValueType  # 3
+"""Alias of ORDER_STATUS_PAYMENT_FAILED.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
+CANCELLED: OrderStatus.ValueType  # 4
+"""Alias of ORDER_STATUS_CANCELLED.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 class _PaymentOutcome:

@@ -33,6 +33,14 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """A buyer: reads the catalogue, manages their own account and orders."""
     ROLE_ADMIN: _Role.ValueType  # 2
     """An operator: manages the catalogue and every account and order."""
+    USER: _Role.ValueType  # 1
+    """Alias of ROLE_USER.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
+    ADMIN: _Role.ValueType  # 2
+    """Alias of ROLE_ADMIN.
+    buf:lint:ignore ENUM_VALUE_PREFIX
+    """
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """What an account may do."""
@@ -43,6 +51,14 @@ ROLE_USER: Role.ValueType  # 1
 """A buyer: reads the catalogue, manages their own account and orders."""
 ROLE_ADMIN: Role.ValueType  # 2
 """An operator: manages the catalogue and every account and order."""
+USER: Role.ValueType  # 1
+"""Alias of ROLE_USER.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
+ADMIN: Role.ValueType  # 2
+"""Alias of ROLE_ADMIN.
+buf:lint:ignore ENUM_VALUE_PREFIX
+"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 @_typing.final
@@ -90,14 +106,21 @@ class User(_message.Message):
         role: Global___Role.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
-        password: _builtins.str = ...,
-        current_password: _builtins.str = ...,
+        password: _builtins.str | None = ...,
+        current_password: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_current_password", b"_current_password", "_password", b"_password", "create_time", b"create_time", "current_password", b"current_password", "password", b"password", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "current_password", b"current_password", "display_name", b"display_name", "email", b"email", "id", b"id", "password", b"password", "role", b"role", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_password", b"_current_password", "_password", b"_password", "create_time", b"create_time", "current_password", b"current_password", "display_name", b"display_name", "email", b"email", "id", b"id", "password", b"password", "role", b"role", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__current_password: _TypeAlias = _typing.Literal["current_password"]  # noqa: Y015
+    _WhichOneofArgType__current_password: _TypeAlias = _typing.Literal["_current_password", b"_current_password"]  # noqa: Y015
+    _WhichOneofReturnType__password: _TypeAlias = _typing.Literal["password"]  # noqa: Y015
+    _WhichOneofArgType__password: _TypeAlias = _typing.Literal["_password", b"_password"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__current_password) -> _WhichOneofReturnType__current_password | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__password) -> _WhichOneofReturnType__password | None: ...
 
 Global___User: _TypeAlias = User  # noqa: Y015
 
