@@ -119,7 +119,9 @@ class ListCastsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Largest number of results per page, 1 to 1000; 0 means the default of 50."""
+    """Largest number of results per page: 0 means the default of 50, more than 1000 is
+    lowered to 1000, a negative size is INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
     """`next_page_token` of a previous call, to get the following page."""
     def __init__(
