@@ -8,7 +8,7 @@ Envoy serves, what the README says and what the explorer shows cannot disagree.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from google.api import annotations_pb2, http_pb2
@@ -92,3 +92,30 @@ def methods_by_path() -> dict[str, tuple[str, ...]]:
         if binding.verb not in verbs:
             verbs.append(binding.verb)
     return {regex: tuple(verbs) for regex, verbs in found.items()}
+
+
+def bindings_in(files: Iterable[descriptor.FileDescriptor]) -> Iterator[HttpBinding]:
+    """Every HTTP binding of every RPC in ``files``, in file order.
+
+    :func:`bindings` reads the imported ``cinema.v1`` modules; this reads any descriptors,
+    so the codegen can describe the descriptor set it has just built from ``protos/``
+    before the Python modules of the running process catch up with it.
+    """
+    for file in files:
+        for service in file.services_by_name.values():
+            for method in service.methods:
+                options = method.GetOptions()
+                access = options.Extensions[access_pb2.access]
+                for rule in _rules(options):
+                    verb = rule.WhichOneof("pattern")
+                    if verb not in _VERBS:
+                        continue
+                    yield HttpBinding(
+                        service=service,
+                        method=method,
+                        verb=verb.upper(),
+                        path=getattr(rule, verb),
+                        body=rule.body,
+                        response_body=rule.response_body,
+                        access=access,
+                    )

@@ -6,10 +6,14 @@ One command turns the contracts into:
   (grpcio-tools + mypy-protobuf): the package every server and client imports as
   ``cinema.v1``;
 * ``gen/descriptors/cinema.binpb``: a ``FileDescriptorSet`` with every import and source
-  info, which Envoy's gRPC-JSON transcoder and ``buf lint`` read.
+  info, which Envoy's gRPC-JSON transcoder and ``buf lint`` read;
+* ``gen/openapi/cinema.openapi.json``: the OpenAPI 3.1 document of the JSON routes
+  (``tools/openapi.py``), which the front door serves at ``GET /openapi.json``.
 
 ``python tools/protogen.py`` regenerates; ``python tools/protogen.py --check`` regenerates
 into a temporary directory and fails when the committed files differ (CI runs it).
+``--descriptor-set FILE [--protos DIR]`` writes only the descriptor set of another copy of the
+contracts, built the same way (``scripts/check-breaking`` builds the previous contract so).
 Third-party protos are not copied: ``google/api`` and ``google/rpc`` come from
 googleapis-common-protos, ``google/protobuf`` from grpcio-tools.
 """
@@ -24,6 +28,7 @@ import sys
 import tempfile
 
 import google.api
+import openapi  # tools/openapi.py, beside this script
 from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -36,12 +41,16 @@ WELL_KNOWN_ROOT = pathlib.Path(protoc.__file__).parent / "_proto"
 EXTRA_DESCRIPTOR_FILES = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
 
 
-def proto_files() -> list[str]:
-    return sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+# Under gen/. The front door (gateway/pages.py) serves this file at GET /openapi.json.
+OPENAPI_FILE = pathlib.Path("openapi") / "cinema.openapi.json"
 
 
-def run_protoc(args: list[str]) -> None:
-    includes = [f"-I{PROTO_ROOT}", f"-I{GOOGLEAPIS_ROOT}", f"-I{WELL_KNOWN_ROOT}"]
+def proto_files(proto_root: pathlib.Path = PROTO_ROOT) -> list[str]:
+    return sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+
+
+def run_protoc(args: list[str], proto_root: pathlib.Path = PROTO_ROOT) -> None:
+    includes = [f"-I{proto_root}", f"-I{GOOGLEAPIS_ROOT}", f"-I{WELL_KNOWN_ROOT}"]
     # The mypy-protobuf plugins sit beside this interpreter, which need not be on PATH.
     bindir = pathlib.Path(sys.executable).parent
     plugins = [
@@ -73,16 +82,28 @@ def generate(out: pathlib.Path) -> None:
     ]:
         (folder / "__init__.py").write_text('"""Generated from protos/ by tools/protogen.py."""\n')
     (python_out / "cinema" / "py.typed").write_text("")
-    descriptors = out / "descriptors"
-    descriptors.mkdir()
+    descriptors = out / "descriptors" / "cinema.binpb"
+    descriptors.parent.mkdir()
+    build_descriptor_set(descriptors)
+    # From the set just built, not from the imported cinema.v1 modules, which are the
+    # committed (maybe stale) ones until this run replaces them.
+    document = out / OPENAPI_FILE
+    document.parent.mkdir()
+    rendered = openapi.render(openapi.document(descriptors.read_bytes()))
+    document.write_text(rendered, encoding="utf-8")
+
+
+def build_descriptor_set(out: pathlib.Path, proto_root: pathlib.Path = PROTO_ROOT) -> None:
+    """The ``FileDescriptorSet`` of the contracts under ``proto_root``, imports included."""
     run_protoc(
         [
-            f"--descriptor_set_out={descriptors / 'cinema.binpb'}",
+            f"--descriptor_set_out={out}",
             "--include_imports",
             "--include_source_info",
-            *files,
+            *proto_files(proto_root),
             *EXTRA_DESCRIPTOR_FILES,
-        ]
+        ],
+        proto_root,
     )
 
 
@@ -108,7 +129,23 @@ def differences(expected: pathlib.Path, actual: pathlib.Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when gen/ is stale")
+    parser.add_argument(
+        "--descriptor-set",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="write only the descriptor set of --protos to FILE",
+    )
+    parser.add_argument(
+        "--protos",
+        type=pathlib.Path,
+        default=PROTO_ROOT,
+        metavar="DIR",
+        help="the contracts' root for --descriptor-set (default: protos/)",
+    )
     args = parser.parse_args()
+    if args.descriptor_set is not None:
+        build_descriptor_set(args.descriptor_set.resolve(), args.protos.resolve())
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = pathlib.Path(tmp) / "gen"
         generate(fresh)
