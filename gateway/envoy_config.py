@@ -84,6 +84,12 @@ REQUEST_TIMEOUT = "15s"
 #: One attempt of a repeatable call; a hung replica costs this much before the retry.
 PER_TRY_TIMEOUT = "5s"
 NUM_RETRIES = 2
+#: Longest a client may take to send one whole request (the slow-body limit).
+DOWNSTREAM_REQUEST_TIMEOUT = "60s"
+#: How long a client connection with no request in flight stays open.
+DOWNSTREAM_IDLE_TIMEOUT = "60s"
+#: Concurrent calls on one client HTTP/2 connection.
+MAX_STREAMS_PER_CONNECTION = 100
 
 #: Envoy's worker threads (``--concurrency``). Envoy's default is one per CPU it sees,
 #: which on the two-core machines Cinema runs on (Envoy beside the Python replicas, or a
@@ -416,6 +422,8 @@ def _listener(topology: Topology) -> dict[str, Any]:
     return {
         "name": "gateway",
         "address": _socket_address(topology.listen_address, topology.listen_port),
+        # What Envoy buffers per connection before it stops reading from it (edge guidance).
+        "per_connection_buffer_limit_bytes": 32768,
         "filter_chains": [
             {
                 "filters": [
@@ -442,7 +450,23 @@ def _http_connection_manager(topology: Topology) -> dict[str, Any]:
         "merge_slashes": True,
         # Clients can quote the id of their request when they report a problem.
         "always_set_request_id_in_response": True,
+        # Limits on what one client can hold open (Envoy's edge-proxy guidance, tighter
+        # where Cinema's calls allow it). Headers must arrive within 10 s of their first
+        # byte; a whole request (body included: the trickled body) within 60 s, which is
+        # also how long a reflection stream through the front door may stay open; a
+        # connection with no request in flight closes after 60 s, counted from accept, so
+        # sockets that never send a byte are reclaimed too.
         "request_headers_timeout": "10s",
+        "request_timeout": DOWNSTREAM_REQUEST_TIMEOUT,
+        "stream_idle_timeout": DOWNSTREAM_REQUEST_TIMEOUT,
+        "common_http_protocol_options": {"idle_timeout": DOWNSTREAM_IDLE_TIMEOUT},
+        # One HTTP/2 connection may not carry more calls at once than a cluster allows
+        # in total: 2,000 streams on one connection used to take everyone's budget.
+        "http2_protocol_options": {
+            "max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
         "access_log": [_access_log()],
         "local_reply_config": _local_reply_config(),
         "route_config": {

@@ -10,7 +10,7 @@ from services.cast.repository import CastUnitOfWork
 from services.common import pagination
 from services.common.batch import check_batch_ids, in_request_order
 from services.common.clock import Clock, utc_now
-from services.common.errors import NotFound, Violations, require_text
+from services.common.errors import NotFound, Violations, require_id
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
 
@@ -36,7 +36,7 @@ class CastService:
         return cast
 
     def get_cast(self, cast_id: str) -> Cast:
-        require_text(cast_id, "id")
+        require_id(cast_id, "id")
         with self._uow(read_only=True) as uow:
             cast = uow.casts.get(cast_id)
         if cast is None:
@@ -53,7 +53,7 @@ class CastService:
     def update_cast(
         self, cast_id: str, fields: CastFields, mask: Sequence[str], populated: Sequence[str]
     ) -> Cast:
-        require_text(cast_id, "cast.id")
+        require_id(cast_id, "cast.id")
         paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
         violations = Violations()
         clean = check_fields(fields, "cast", violations, only=paths)
@@ -73,7 +73,7 @@ class CastService:
         return updated
 
     def delete_cast(self, cast_id: str) -> None:
-        require_text(cast_id, "id")
+        require_id(cast_id, "id")
         with self._uow() as uow:
             if not uow.casts.delete(cast_id):
                 raise NotFound("cast", cast_id)

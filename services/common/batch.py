@@ -6,18 +6,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from services.common.errors import Violations
+from services.common.ids import id_problem
 
 Resource = TypeVar("Resource")
 
 
 def check_batch_ids(ids: Sequence[str], limit: int, field: str = "ids") -> None:
-    """Refuse more than ``limit`` ids or an empty one, naming each bad id's position."""
+    """Refuse more than ``limit`` ids, or one that cannot be an id, naming its position."""
     violations = Violations()
     if len(ids) > limit:
         violations.add(field, f"at most {limit} ids per call")
     for index, value in enumerate(ids):
-        if not value.strip():
-            violations.add(f"{field}[{index}]", "must not be empty")
+        problem = id_problem(value)
+        if problem is not None:
+            violations.add(f"{field}[{index}]", problem)
     violations.raise_if_any()
 
 

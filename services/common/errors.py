@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.ids import id_problem
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -115,6 +117,13 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+def require_id(value: str, field: str) -> None:
+    """Refuse an id field that is empty or cannot be an id (see :func:`ids.id_problem`)."""
+    problem = id_problem(value)
+    if problem is not None:
+        raise InvalidArgument([FieldViolation(field, problem)])
 
 
 def require_text(value: str, field: str) -> None:

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
 
 _lock = threading.Lock()
 _last_stamp = 0
+
+#: Longest id a request may name. Ids are 32 hex digits (:func:`new_id`); the bound keeps
+#: an id that a client made up out of the database, the logs and error details, which echo
+#: it (a 5 KB id once made the error itself too large to deliver).
+MAX_ID_LENGTH = 64
+_ID_TEXT = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}")
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a Cinema id, or ``None`` when it can.
+
+    Never quotes the value: it may be what is wrong.
+    """
+    if not value:
+        return "is required"
+    if not _ID_TEXT.fullmatch(value):
+        return f"is not an id: at most {MAX_ID_LENGTH} characters of A-Z, a-z, 0-9, '-' and '_'"
+    return None
 
 
 def new_id() -> str:

@@ -8,9 +8,9 @@ returning the wrong page.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -37,23 +37,75 @@ def _fingerprint(filters: dict[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# A token is client input: anything a client sends must come back as INVALID_ARGUMENT, never
+# as an exception out of base64, UTF-8 or json (RecursionError on ``[[[[...`` is not even a
+# ValueError). So the token is checked from the outside in, cheapest check first.
+#
+# The length cap comes before any decoding: a page_token may be as large as the gRPC message
+# limit (4 MiB), and nothing below should base64-decode and parse that much for a request that
+# cannot be valid. The largest token encode_token makes (a MAX_KEY_LENGTH key) is 212
+# characters; 512 leaves room for a longer fingerprint one day, and at most 384 bytes of JSON
+# cannot nest anywhere near the parser's recursion limit (1000).
+MAX_TOKEN_LENGTH = 512
+# The last key goes into ``WHERE id > :after`` (``<`` for newest-first lists) of every
+# repository. Ids are 32 hex digits (services.common.ids); the key must be the same kind of
+# text: bounded, ASCII letters, digits, ``-`` and ``_`` only. That rules out NUL (which
+# PostgreSQL refuses to bind), lone surrogates (which no driver can encode to UTF-8) and
+# non-ASCII text (which PostgreSQL and SQLite would order differently under their collations).
+MAX_KEY_LENGTH = 128
+_TOKEN_TEXT = re.compile(r"[A-Za-z0-9_-]+")  # unpadded base64url, what encode_token writes
+_KEY_TEXT = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_KEY_LENGTH}}}")
+_FINGERPRINT_TEXT = re.compile(r"[0-9a-f]{16}")
+
+
 def encode_token(last_key: str, filters: dict[str, str]) -> str:
+    """The opaque token of the page after the item whose sort key is ``last_key``.
+
+    Raises ValueError for a key :func:`decode_token` would refuse: handing out a token
+    that cannot be used is a bug of the caller, better found at once than on the next page.
+    """
+    if not _KEY_TEXT.fullmatch(last_key):
+        raise ValueError(f"a page token key must match {_KEY_TEXT.pattern}, got {last_key!r}")
     payload = json.dumps({"k": last_key, "f": _fingerprint(filters)}, separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def decode_token(token: str, filters: dict[str, str], field: str = "page_token") -> str | None:
-    """The last key of the previous page, or ``None`` for the first page."""
-    if not token:
+def _parse_token(token: str) -> tuple[str, str] | None:
+    """The last key and the fingerprint a token carries, or ``None`` when it is malformed.
+
+    Total over ``str``: no input makes it raise.
+    """
+    if len(token) > MAX_TOKEN_LENGTH or not _TOKEN_TEXT.fullmatch(token):
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload = json.loads(raw)
-        last_key, fingerprint = payload["k"], payload["f"]
-        if not isinstance(last_key, str) or not isinstance(fingerprint, str):
-            raise TypeError
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument([FieldViolation(field, "malformed page token")]) from None
+        # Decoded as strict UTF-8 first: json.loads(bytes) would guess UTF-16 or UTF-32 too.
+        payload = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError included
+        return None
+    if not isinstance(payload, dict) or payload.keys() != {"k", "f"}:
+        return None
+    last_key, fingerprint = payload["k"], payload["f"]
+    if not isinstance(last_key, str) or not _KEY_TEXT.fullmatch(last_key):
+        return None
+    if not isinstance(fingerprint, str) or not _FINGERPRINT_TEXT.fullmatch(fingerprint):
+        return None
+    return last_key, fingerprint
+
+
+def decode_token(token: str, filters: dict[str, str], field: str = "page_token") -> str | None:
+    """The last key of the previous page, or ``None`` for the first page (empty token).
+
+    Any other string that is not a token :func:`encode_token` made is INVALID_ARGUMENT
+    ("malformed page token" on ``field``), and so is a token made for other ``filters``.
+    The key returned is at most MAX_KEY_LENGTH ASCII letters, digits, ``-`` or ``_``.
+    """
+    if not token:
+        return None
+    parsed = _parse_token(token)
+    if parsed is None:
+        raise InvalidArgument([FieldViolation(field, "malformed page token")])
+    last_key, fingerprint = parsed
     if fingerprint != _fingerprint(filters):
         raise InvalidArgument([FieldViolation(field, "page token was made for other filters")])
     return last_key

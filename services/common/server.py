@@ -35,6 +35,9 @@ from services.common.interceptors import AuthorizationInterceptor, ErrorMappingI
 
 logger = logging.getLogger(__name__)
 
+#: Largest request metadata a service accepts: above Envoy's 60 KiB header limit.
+MAX_METADATA_BYTES = 96 * 1024
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -86,7 +89,15 @@ class CinemaServer:
             interceptors=[ErrorMappingInterceptor(), AuthorizationInterceptor(verifier)],
             # grpcio turns SO_REUSEPORT on by default; a second process would then share the
             # port silently. Only opt in where several processes share a port on purpose.
-            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+            options=[
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                # A JSON GET reaches a service with its whole URL as metadata
+                # (x-envoy-original-path); at gRPC's default 8 KiB a BatchGet of a few
+                # hundred ids was refused. Envoy caps a request's headers at 60 KiB, so
+                # everything it forwards fits.
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            ],
         )
         spec.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from services.common.errors import Violations
+from services.common.ids import id_problem
 from services.common.money import Money, check_money
 
 TITLE_MAX = 200
@@ -114,8 +115,9 @@ def check_fields(
         if len(cast_ids) > CAST_IDS_MAX:
             violations.add(f"{prefix}.cast_ids", f"at most {CAST_IDS_MAX} cast members")
         for index, cast_id in enumerate(fields.cast_ids):
-            if not cast_id.strip():
-                violations.add(f"{prefix}.cast_ids[{index}]", "must not be empty")
+            problem = id_problem(cast_id.strip())
+            if problem is not None:
+                violations.add(f"{prefix}.cast_ids[{index}]", problem)
     price = fields.price
     if "price" in only:
         if price is None:

@@ -11,7 +11,7 @@ from services.common import pagination
 from services.common.batch import check_batch_ids, in_request_order
 from services.common.clock import Clock, utc_now
 from services.common.context import RequestContext
-from services.common.errors import NotFound, Violations, require_text
+from services.common.errors import NotFound, Violations, require_id
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
 from services.movie.domain import (
@@ -68,7 +68,7 @@ class MovieService:
         return movie
 
     def get_movie(self, movie_id: str, view: MovieView, context: RequestContext) -> MovieWithCast:
-        require_text(movie_id, "id")
+        require_id(movie_id, "id")
         with self._uow(read_only=True) as uow:
             movie = uow.movies.get(movie_id)
         if movie is None:
@@ -99,7 +99,7 @@ class MovieService:
         populated: Sequence[str],
         context: RequestContext,
     ) -> Movie:
-        require_text(movie_id, "movie.id")
+        require_id(movie_id, "movie.id")
         paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
         violations = Violations()
         clean = check_fields(fields, "movie", violations, only=paths)
@@ -124,7 +124,7 @@ class MovieService:
         return updated
 
     def delete_movie(self, movie_id: str) -> None:
-        require_text(movie_id, "id")
+        require_id(movie_id, "id")
         with self._uow() as uow:
             if not uow.movies.delete(movie_id):
                 raise NotFound("movie", movie_id)

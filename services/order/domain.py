@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 from services.common.errors import FailedPrecondition, InvalidArgument, Violations
+from services.common.ids import id_problem
 from services.common.money import Money
 
 ITEMS_MAX = 50
 QUANTITY_MIN = 1
 QUANTITY_MAX = 100
-MOVIE_ID_MAX = 100
 REQUEST_ID_MAX = 100
 PAYMENT_TOKEN_MAX = 200
 
@@ -169,10 +169,8 @@ def check_order_request(
     for index, item in enumerate(items):
         path = f"order.items[{index}]"
         movie_id = item.movie_id.strip()
-        if not movie_id:
-            violations.add(f"{path}.movie_id", "is required")
-        elif len(movie_id) > MOVIE_ID_MAX:
-            violations.add(f"{path}.movie_id", f"must be at most {MOVIE_ID_MAX} characters")
+        if (problem := id_problem(movie_id)) is not None:
+            violations.add(f"{path}.movie_id", problem)
         elif movie_id in first_index:
             violations.add(
                 f"{path}.movie_id",

@@ -39,9 +39,9 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
     Violations,
-    require_text,
+    require_id,
 )
-from services.common.ids import new_id
+from services.common.ids import id_problem, new_id
 from services.order.domain import (
     PAYMENT_TOKEN_MAX,
     REASON_KEY_REUSED,
@@ -179,7 +179,7 @@ class OrderService:
     def get_order(self, order_id: str, context: RequestContext) -> Order:
         """One order: the caller's own, or any for an admin."""
         principal = context.require_principal()
-        require_text(order_id, "id")
+        require_id(order_id, "id")
         with self._uow(read_only=True) as uow:
             order = uow.orders.get(order_id)
         return _visible(order, order_id, principal)
@@ -246,8 +246,8 @@ class OrderService:
         """
         principal = context.require_principal()
         violations = Violations()
-        if not order_id.strip():
-            violations.add("id", "is required")
+        if (problem := id_problem(order_id)) is not None:
+            violations.add("id", problem)
         if not payment_token.strip():
             violations.add("payment_token", "is required")
         elif len(payment_token) > PAYMENT_TOKEN_MAX:
@@ -287,7 +287,7 @@ class OrderService:
     def cancel_order(self, order_id: str, context: RequestContext) -> Order:
         """Cancel a PENDING or PAYMENT_FAILED order; FAILED_PRECONDITION otherwise."""
         principal = context.require_principal()
-        require_text(order_id, "id")
+        require_id(order_id, "id")
         with self._uow() as uow:
             order = _visible(uow.orders.get(order_id, for_update=True), order_id, principal)
             cancelled = cancel(order, self._clock())

@@ -45,7 +45,7 @@ from services.common.errors import (
     PermissionDenied,
     Unauthenticated,
     Violations,
-    require_text,
+    require_id,
 )
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
@@ -139,7 +139,7 @@ class UserService:
 
     def get_user(self, user_id: str, context: RequestContext) -> User:
         """The account: the caller's own, or any for an admin."""
-        require_text(user_id, "id")
+        require_id(user_id, "id")
         # Ownership before existence: a user learns nothing about other ids.
         context.require_self_or_admin(user_id)
         with self._uow(read_only=True) as uow:
@@ -166,7 +166,7 @@ class UserService:
         context: RequestContext,
     ) -> User:
         """Change the fields named by ``mask`` (or every populated one) of an account."""
-        require_text(user_id, "user.id")
+        require_id(user_id, "user.id")
         principal = context.require_self_or_admin(user_id)
         paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
         violations = Violations()
@@ -225,7 +225,7 @@ class UserService:
 
     def delete_user(self, user_id: str, context: RequestContext) -> None:
         """Delete an account: the caller's own, or any for an admin; never the last admin."""
-        require_text(user_id, "id")
+        require_id(user_id, "id")
         context.require_self_or_admin(user_id)
         with self._uow() as uow:
             current = uow.users.get(user_id)
