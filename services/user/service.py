@@ -6,7 +6,8 @@ Decisions a client can observe:
 * Registration always makes a ROLE_USER account. Asking for ROLE_ADMIN is refused with
   INVALID_ARGUMENT on ``user.role`` rather than silently ignored, so a client never
   believes it got a role it did not get; ROLE_USER or no role is accepted.
-* Changing one's own password needs ``current_password``: missing or wrong, it is
+* Changing one's own password or email needs ``current_password`` (so a stolen token
+  alone cannot lock the owner out of the account): missing or wrong, it is
   INVALID_ARGUMENT with a field violation on ``user.current_password`` (reason
   CURRENT_PASSWORD_MISMATCH when wrong), so a form can point at the field; it is not
   UNAUTHENTICATED, which would tell the client its token is bad. An admin resetting
@@ -186,8 +187,13 @@ class UserService:
             role = clean.role if "role" in paths else current.role
             if role is not current.role:
                 self._check_role_change(principal, admin_ids, current)
+            email_changes = "email" in paths and email_key(clean.email) != email_key(current.email)
+            if own_account and email_changes and not fields.current_password:
+                raise InvalidArgument(
+                    [FieldViolation("user.current_password", "is required to change the email")]
+                )
             if (
-                new_hash is not None
+                (new_hash is not None or email_changes)
                 and own_account
                 and not self._passwords.verify(current.password_hash, fields.current_password)
             ):

@@ -448,19 +448,43 @@ def test_change_email_keeps_it_unique(accounts: Accounts) -> None:
     other = accounts.register()
     error = expect_error(
         lambda: accounts.users.UpdateUser(
-            user_pb2.UpdateUserRequest(user=user_pb2.User(id=user.id, email=other.email.upper())),
+            user_pb2.UpdateUserRequest(
+                user=user_pb2.User(id=user.id, email=other.email.upper(), current_password=PASSWORD)
+            ),
             metadata=mine,
         ),
         grpc.StatusCode.ALREADY_EXISTS,
     )
     assert error.reason == "EMAIL_TAKEN"
-    # A change of case alone is the same account.
+    # A change of case alone is the same account: no current password needed.
     recased = accounts.users.UpdateUser(
         user_pb2.UpdateUserRequest(user=user_pb2.User(id=user.id, email=user.email.upper())),
         metadata=mine,
     )
     assert recased.email == user.email.upper()
     assert accounts.login(user.email).access_token
+
+
+def test_changing_ones_own_email_needs_the_current_password(accounts: Accounts) -> None:
+    # A stolen token alone must not move the account to the thief's address.
+    user, mine = accounts.session()
+    new_email = f"moved-{user.email}"
+
+    def change(**current: str) -> user_pb2.User:
+        return accounts.users.UpdateUser(
+            user_pb2.UpdateUserRequest(user=user_pb2.User(id=user.id, email=new_email, **current)),
+            metadata=mine,
+        )
+
+    missing = expect_error(change, grpc.StatusCode.INVALID_ARGUMENT)
+    assert set(missing.violations) == {"user.current_password"}
+    wrong = expect_error(
+        lambda: change(current_password="not-the-password"), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert wrong.reason == "CURRENT_PASSWORD_MISMATCH"
+    assert accounts.login(user.email).access_token, "nothing changed so far"
+    assert change(current_password=PASSWORD).email == new_email
+    assert accounts.login(new_email).access_token
 
 
 def test_change_password_needs_the_current_one(accounts: Accounts) -> None:

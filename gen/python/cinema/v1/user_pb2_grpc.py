@@ -95,9 +95,9 @@ class UserServiceServicer:
 
     def UpdateUser(self, request, context):
         """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-        an admin. Changing one's own `password` needs `current_password` (missing or wrong:
-        INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
-        password does not. Changing `role` needs an admin. The last admin can be neither
+        an admin. Changing one's own `password` or `email` needs `current_password` (missing
+        or wrong: INVALID_ARGUMENT on `user.current_password`); an admin changing another
+        account does not. Changing `role` needs an admin. The last admin can be neither
         demoted nor deleted (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -42,9 +42,9 @@ class UserServiceStub:
     """Lists all accounts, oldest first, one page at a time. Admin only."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.User]
     """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-    an admin. Changing one's own `password` needs `current_password` (missing or wrong:
-    INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
-    password does not. Changing `role` needs an admin. The last admin can be neither
+    an admin. Changing one's own `password` or `email` needs `current_password` (missing
+    or wrong: INVALID_ARGUMENT on `user.current_password`); an admin changing another
+    account does not. Changing `role` needs an admin. The last admin can be neither
     demoted nor deleted (FAILED_PRECONDITION).
     """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _empty_pb2.Empty]
@@ -69,9 +69,9 @@ class UserServiceAsyncStub(UserServiceStub):
     """Lists all accounts, oldest first, one page at a time. Admin only."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-    an admin. Changing one's own `password` needs `current_password` (missing or wrong:
-    INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
-    password does not. Changing `role` needs an admin. The last admin can be neither
+    an admin. Changing one's own `password` or `email` needs `current_password` (missing
+    or wrong: INVALID_ARGUMENT on `user.current_password`); an admin changing another
+    account does not. Changing `role` needs an admin. The last admin can be neither
     demoted nor deleted (FAILED_PRECONDITION).
     """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_pb2.DeleteUserRequest, _empty_pb2.Empty]  # type: ignore[assignment]
@@ -117,9 +117,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
         """Changes the fields of an account named in `update_mask`: the caller's own, or any for
-        an admin. Changing one's own `password` needs `current_password` (missing or wrong:
-        INVALID_ARGUMENT on `user.current_password`); an admin resetting another account's
-        password does not. Changing `role` needs an admin. The last admin can be neither
+        an admin. Changing one's own `password` or `email` needs `current_password` (missing
+        or wrong: INVALID_ARGUMENT on `user.current_password`); an admin changing another
+        account does not. Changing `role` needs an admin. The last admin can be neither
         demoted nor deleted (FAILED_PRECONDITION).
         """
 
