@@ -99,6 +99,12 @@ class Unavailable(DomainError):
     reason = "UNAVAILABLE"
 
 
+class ResourceExhausted(DomainError):
+    """Too much of something is in use right now (e.g. expensive checks); retry shortly."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
 class DeadlineExceeded(DomainError):
     """The caller's deadline ran out while waiting for a dependency."""
 

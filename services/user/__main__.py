@@ -84,7 +84,8 @@ def build(settings: Settings) -> ServiceSpec:
         migrations.upgrade(engine, "user")
         service = UserService(
             functools.partial(SqlAlchemyUserUnitOfWork, sessions),
-            PasswordHasher(settings.argon2),
+            # Half the workers at most, so argon2 never holds every thread.
+            PasswordHasher(settings.argon2, max_concurrent=max(1, settings.worker_threads // 2)),
             issuer,
         )
         bootstrap_first_admin(service, settings)

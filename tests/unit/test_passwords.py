@@ -3,9 +3,12 @@ changes, and never a match for a damaged hash or the dummy."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from argon2 import Type, extract_parameters
 
+from services.common.errors import ResourceExhausted
 from services.common.settings import Argon2Parameters
 from services.user.passwords import PasswordHasher
 
@@ -68,3 +71,20 @@ def test_rehash_is_needed_when_the_cost_changes(hasher: PasswordHasher) -> None:
 def test_production_defaults_are_argon2_cffi_defaults() -> None:
     defaults = Argon2Parameters()
     assert (defaults.time_cost, defaults.memory_kib, defaults.parallelism) == (3, 65536, 4)
+
+
+def test_checks_beyond_the_limit_are_refused_at_once_not_queued() -> None:
+    hasher = PasswordHasher(LIGHT, max_concurrent=2)
+    stored = hasher.hash(PASSWORD)
+    with hasher._slot(), hasher._slot():  # two checks in progress
+        started = time.monotonic()
+        with pytest.raises(ResourceExhausted) as refused:
+            hasher.verify(stored, PASSWORD)
+        assert refused.value.reason == "PASSWORD_CHECKS_BUSY"
+        assert time.monotonic() - started < 0.05, "refused at once, not after a wait"
+        with pytest.raises(ResourceExhausted):
+            hasher.hash(PASSWORD)
+    # The slots are given back: checks work again.
+    assert hasher.verify(stored, PASSWORD)
+    with pytest.raises(ValueError, match="at least 1"):
+        PasswordHasher(LIGHT, max_concurrent=0)
