@@ -102,7 +102,30 @@ MAX_STREAMS_PER_CONNECTION = 100
 #: replicas behind it serve; raise it when Envoy's worker thread nears a full core.
 CONCURRENCY = 1
 
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket per client address: ``burst`` calls at once, then ``per_minute``."""
+
+    burst: int
+    per_minute: int
+
+
+#: The calls a guesser or a bot repeats, limited per client address (the peer address Envoy
+#: sees: use_remote_address). A person signs in or registers a few times a minute at most;
+#: 20 guesses in a burst from one address get 429 / RESOURCE_EXHAUSTED from the 11th on.
+#: ``CINEMA_RATE_LIMITS=off`` (tests that register many users from 127.0.0.1) turns them off.
+RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
+    {
+        "/cinema.v1.UserService/Login": RateLimit(burst=10, per_minute=10),
+        "/cinema.v1.UserService/CreateUser": RateLimit(burst=5, per_minute=5),
+    }
+)
+#: Client addresses whose buckets Envoy keeps per limited route (least recently used go).
+RATE_LIMIT_CLIENTS = 10000
+
 BUFFER_FILTER = "envoy.filters.http.buffer"
+RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 ROUTER_FILTER = "envoy.filters.http.router"
 
@@ -365,12 +388,17 @@ def service_methods(service_key: str) -> list[descriptor.MethodDescriptor]:
 
 
 def render(
-    topology: Topology, *, balancing: Mapping[str, Balancing | str] | None = None
+    topology: Topology,
+    *,
+    balancing: Mapping[str, Balancing | str] | None = None,
+    rate_limits: bool = True,
 ) -> dict[str, Any]:
     """The Envoy bootstrap for ``topology``, as a dict ready for YAML or JSON.
 
     ``balancing`` overrides :data:`BALANCING` for some services (benchmarks compare
     policies this way); the configs Cinema runs use :data:`BALANCING` as it is.
+    ``rate_limits=False`` leaves out :data:`RATE_LIMITS` (tests that sign up many users
+    from one address).
     """
     policies = balancing_policies(balancing)
     return {
@@ -378,7 +406,7 @@ def render(
         # The admin API can drain listeners and dump config: never off the machine.
         "admin": {"address": _socket_address("127.0.0.1", topology.admin_port)},
         "static_resources": {
-            "listeners": [_listener(topology)],
+            "listeners": [_listener(topology, rate_limits=rate_limits)],
             "clusters": [
                 *(
                     _service_cluster(key, topology.endpoints[key], topology, policies[key])
@@ -418,7 +446,7 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def _listener(topology: Topology) -> dict[str, Any]:
+def _listener(topology: Topology, *, rate_limits: bool) -> dict[str, Any]:
     return {
         "name": "gateway",
         "address": _socket_address(topology.listen_address, topology.listen_port),
@@ -429,7 +457,7 @@ def _listener(topology: Topology) -> dict[str, Any]:
                 "filters": [
                     {
                         "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": _http_connection_manager(topology),
+                        "typed_config": _http_connection_manager(topology, rate_limits=rate_limits),
                     }
                 ]
             }
@@ -437,7 +465,7 @@ def _listener(topology: Topology) -> dict[str, Any]:
     }
 
 
-def _http_connection_manager(topology: Topology) -> dict[str, Any]:
+def _http_connection_manager(topology: Topology, *, rate_limits: bool) -> dict[str, Any]:
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
         ".v3.HttpConnectionManager",
@@ -471,7 +499,9 @@ def _http_connection_manager(topology: Topology) -> dict[str, Any]:
         "local_reply_config": _local_reply_config(),
         "route_config": {
             "name": "cinema",
-            "virtual_hosts": [{"name": "cinema", "domains": ["*"], "routes": _routes()}],
+            "virtual_hosts": [
+                {"name": "cinema", "domains": ["*"], "routes": _routes(rate_limits=rate_limits)}
+            ],
         },
         "http_filters": [
             {
@@ -482,6 +512,15 @@ def _http_connection_manager(topology: Topology) -> dict[str, Any]:
                 },
             },
             {"name": TRANSCODER_FILTER, "typed_config": _transcoder(topology)},
+            # After the transcoder, so JSON and gRPC calls meet the same per-RPC limits.
+            # Empty here: each limited route carries its own bucket (typed_per_filter_config).
+            {
+                "name": RATE_LIMIT_FILTER,
+                "typed_config": {
+                    "@type": _LOCAL_RATE_LIMIT_TYPE,
+                    "stat_prefix": "rate_limit",
+                },
+            },
             {
                 "name": ROUTER_FILTER,
                 "typed_config": {
@@ -525,7 +564,7 @@ def _transcoder(topology: Topology) -> dict[str, Any]:
     }
 
 
-def _routes() -> list[dict[str, Any]]:
+def _routes(*, rate_limits: bool = True) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = [
         *_method_not_allowed_routes(),
         *_method_not_allowed(
@@ -557,13 +596,16 @@ def _routes() -> list[dict[str, Any]]:
     for key in SERVICES:
         for method in service_methods(key):
             path = grpc_path(method)
-            routes.append(
-                {
-                    "name": path.lstrip("/"),
-                    "match": {"path": path},
-                    "route": _route_action(key, retry_class(method)),
+            route: dict[str, Any] = {
+                "name": path.lstrip("/"),
+                "match": {"path": path},
+                "route": _route_action(key, retry_class(method)),
+            }
+            if rate_limits and path in RATE_LIMITS:
+                route["typed_per_filter_config"] = {
+                    RATE_LIMIT_FILTER: _rate_limit(path, RATE_LIMITS[path])
                 }
-            )
+            routes.append(route)
     # An RPC this config does not know yet (a service deployed before the gateway) still
     # reaches its service, with the retry policy that is safe for anything.
     for key, service in SERVICES.items():
@@ -681,6 +723,51 @@ def _route_action(cluster: str, retries: RetryClass) -> dict[str, Any]:
             "grpc_timeout_header_max": REQUEST_TIMEOUT,
         },
         "retry_policy": retry_policy,
+    }
+
+
+_LOCAL_RATE_LIMIT_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+)
+
+
+def _rate_limit(path: str, limit: RateLimit) -> dict[str, Any]:
+    seconds_per_token = max(1, round(60 / limit.per_minute))
+    enabled = {"numerator": 100, "denominator": "HUNDRED"}
+    return {
+        "@type": _LOCAL_RATE_LIMIT_TYPE,
+        "stat_prefix": f"rate_limit_{path.rsplit('/', 1)[-1].lower()}",
+        # The route's own bucket, only there because descriptors need one; the per-client
+        # descriptor below is what limits.
+        "token_bucket": {
+            "max_tokens": 1_000_000,
+            "tokens_per_fill": 1_000_000,
+            "fill_interval": "1s",
+        },
+        "filter_enabled": {"default_value": enabled, "runtime_key": "rate_limit_enabled"},
+        "filter_enforced": {"default_value": enabled, "runtime_key": "rate_limit_enforced"},
+        # The descriptor of a call is its client address; a value-less entry below is a
+        # wildcard: one bucket per address seen.
+        "rate_limits": [{"actions": [{"remote_address": {}}]}],
+        "descriptors": [
+            {
+                "entries": [{"key": "remote_address"}],
+                "token_bucket": {
+                    "max_tokens": limit.burst,
+                    "tokens_per_fill": 1,
+                    "fill_interval": f"{seconds_per_token}s",
+                },
+            }
+        ],
+        "max_dynamic_descriptors": RATE_LIMIT_CLIENTS,
+        # gRPC clients get RESOURCE_EXHAUSTED (not UNAVAILABLE, which they would retry).
+        "rate_limited_as_resource_exhausted": True,
+        "response_headers_to_add": [
+            {
+                "header": {"key": "retry-after", "value": str(seconds_per_token)},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
     }
 
 

@@ -277,6 +277,16 @@ def balancing_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     return policies
 
 
+def rate_limits_from_env(environ: Mapping[str, str]) -> bool:
+    """``CINEMA_RATE_LIMITS``: ``on`` (the default) or ``off``, Envoy's per-client limits
+    on sign-in and sign-up (``gateway.envoy_config.RATE_LIMITS``). Tests that register many
+    users from 127.0.0.1 turn them off."""
+    value = environ.get("CINEMA_RATE_LIMITS", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise LaunchError(f"CINEMA_RATE_LIMITS must be on or off, got {value!r}")
+    return value == "on"
+
+
 def database_urls_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     """``MOVIE_DATABASE_URL`` and friends: when given, that service runs on that database."""
     return {
@@ -539,7 +549,11 @@ class System:
         )
         config_path = self.data_dir / "envoy.yaml"
         try:
-            rendered = envoy_config.render(topology, balancing=balancing_from_env(os.environ))
+            rendered = envoy_config.render(
+                topology,
+                balancing=balancing_from_env(os.environ),
+                rate_limits=rate_limits_from_env(os.environ),
+            )
         except ValueError as error:
             raise LaunchError(f"CINEMA_BALANCING: {error}") from None
         config_path.write_text(envoy_config.dump_yaml(rendered))

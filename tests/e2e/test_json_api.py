@@ -190,7 +190,8 @@ def test_json_behaves_as_rest_clients_expect(system: RunningSystem, admin_token:
     # Short enum names are accepted where they are unambiguous; replies spell the full name.
     created = system.request(
         "POST", "/api/v1/movies",
-        {"title": "Short names", "genres": [genre], "price": {"currencyCode": "EUR", "amountMinor": 500}},
+        {"title": "Short names", "genres": [genre],
+         "price": {"currencyCode": "EUR", "amountMinor": 500}},
         token=admin_token,
     )  # fmt: skip
     assert created.status == 200, created

@@ -616,3 +616,23 @@ def test_every_json_path_answers_405_with_allow_for_unbound_methods(
     # They come before every route that could serve the path.
     first_served = next(i for i, r in enumerate(routes) if "route" in r)
     assert all(routes.index(r) < first_served for r in refusals.values())
+
+
+def test_sign_in_and_sign_up_are_limited_per_client_address() -> None:
+    def limited(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {
+            r["match"]["path"]: r["typed_per_filter_config"][envoy_config.RATE_LIMIT_FILTER]
+            for r in _routes(config)
+            if envoy_config.RATE_LIMIT_FILTER in r.get("typed_per_filter_config", {})
+        }
+
+    on = limited(envoy_config.render(_local_topology()))
+    assert set(on) == set(envoy_config.RATE_LIMITS)
+    login = on["/cinema.v1.UserService/Login"]
+    assert login["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    (descriptor,) = login["descriptors"]
+    assert descriptor["entries"] == [{"key": "remote_address"}], "a wildcard: per address"
+    assert descriptor["token_bucket"]["max_tokens"] == 10
+    assert login["max_dynamic_descriptors"] == envoy_config.RATE_LIMIT_CLIENTS
+    assert login["rate_limited_as_resource_exhausted"] is True
+    assert limited(envoy_config.render(_local_topology(), rate_limits=False)) == {}
