@@ -55,14 +55,22 @@ class Deadline:
         return min(left, ceiling)
 
 
+#: Metadata the gateway sets once per client call and keeps on its retries of that call
+#: (gateway/envoy_config.py): a create that Envoy repeats finds the first one by it.
+CALL_ID_METADATA = "x-cinema-call-id"
+#: Longest call id kept; longer ones (not Envoy's) are ignored.
+CALL_ID_MAX = 200
+
+
 @dataclass(frozen=True)
 class RequestContext:
     """The caller (``None`` when anonymous), its raw bearer token for calls made on its
-    behalf, and its deadline."""
+    behalf, its deadline, and the gateway's id of the call (``None`` when not through it)."""
 
     principal: Principal | None = None
     bearer_token: str | None = field(default=None, repr=False)
     deadline: Deadline = field(default_factory=lambda: Deadline(None))
+    call_id: str | None = None
 
     def require_principal(self) -> Principal:
         if self.principal is None:

@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pool
 from cinema.v1 import access_pb2
 from services.common import errors, status
 from services.common.auth import TokenVerifier
-from services.common.context import Deadline, RequestContext
+from services.common.context import CALL_ID_MAX, CALL_ID_METADATA, Deadline, RequestContext
 from services.common.text_fields import nul_violations
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,14 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
     return None
 
 
+def call_id(metadata: Any) -> str | None:
+    """The gateway's id of this call (:data:`CALL_ID_METADATA`), when there is a usable one."""
+    for key, value in metadata or ():
+        if key == CALL_ID_METADATA and isinstance(value, str) and 0 < len(value) <= CALL_ID_MAX:
+            return value
+    return None
+
+
 class AuthorizationInterceptor(_WrappingInterceptor):
     """Checks every cinema.v1 RPC against the access rule its proto declares."""
 
@@ -174,7 +182,9 @@ class AuthorizationInterceptor(_WrappingInterceptor):
                 raise errors.PermissionDenied("only an admin may do this")
         else:
             raise errors.PermissionDenied(f"{method} declares no access rule")
-        return RequestContext(principal=principal, bearer_token=token, deadline=deadline)
+        return RequestContext(
+            principal=principal, bearer_token=token, deadline=deadline, call_id=call_id(metadata)
+        )
 
     def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails

@@ -30,7 +30,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63inema/v1/cast.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x04\x43\x61st\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\x0bnationality\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x0e\n\x0c_nationality\"8\n\x11\x43reateCastRequest\x12#\n\x04\x63\x61st\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.CastB\x04\xe2\x41\x01\x02\"\"\n\x0eGetCastRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10ListCastsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListCastsResponse\x12\x1e\n\x05\x63\x61sts\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.Cast\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x11UpdateCastRequest\x12#\n\x04\x63\x61st\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.CastB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x11\x44\x65leteCastRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"#\n\x14\x42\x61tchGetCastsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"7\n\x15\x42\x61tchGetCastsResponse\x12\x1e\n\x05\x63\x61sts\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.Cast2\xe9\x04\n\x0b\x43\x61stService\x12\\\n\nCreateCast\x12\x1c.cinema.v1.CreateCastRequest\x1a\x0f.cinema.v1.Cast\"\x1f\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/casts:\x04\x63\x61st\x12U\n\x07GetCast\x12\x19.cinema.v1.GetCastRequest\x1a\x0f.cinema.v1.Cast\"\x1e\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/casts/{id}\x12\x61\n\tListCasts\x12\x1b.cinema.v1.ListCastsRequest\x1a\x1c.cinema.v1.ListCastsResponse\"\x19\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/casts\x12\x66\n\nUpdateCast\x12\x1c.cinema.v1.UpdateCastRequest\x1a\x0f.cinema.v1.Cast\")\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/casts/{cast.id}:\x04\x63\x61st\x12\x62\n\nDeleteCast\x12\x1c.cinema.v1.DeleteCastRequest\x1a\x16.google.protobuf.Empty\"\x1e\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/casts/{id}\x12v\n\rBatchGetCasts\x12\x1f.cinema.v1.BatchGetCastsRequest\x1a .cinema.v1.BatchGetCastsResponse\"\"\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/casts:batchGetb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63inema/v1/cast.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x04\x43\x61st\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\x0bnationality\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x0e\n\x0c_nationality\"L\n\x11\x43reateCastRequest\x12#\n\x04\x63\x61st\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.CastB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x0eGetCastRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10ListCastsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListCastsResponse\x12\x1e\n\x05\x63\x61sts\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.Cast\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x11UpdateCastRequest\x12#\n\x04\x63\x61st\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.CastB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x11\x44\x65leteCastRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"#\n\x14\x42\x61tchGetCastsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"7\n\x15\x42\x61tchGetCastsResponse\x12\x1e\n\x05\x63\x61sts\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.Cast2\xe9\x04\n\x0b\x43\x61stService\x12\\\n\nCreateCast\x12\x1c.cinema.v1.CreateCastRequest\x1a\x0f.cinema.v1.Cast\"\x1f\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/casts:\x04\x63\x61st\x12U\n\x07GetCast\x12\x19.cinema.v1.GetCastRequest\x1a\x0f.cinema.v1.Cast\"\x1e\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/casts/{id}\x12\x61\n\tListCasts\x12\x1b.cinema.v1.ListCastsRequest\x1a\x1c.cinema.v1.ListCastsResponse\"\x19\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/casts\x12\x66\n\nUpdateCast\x12\x1c.cinema.v1.UpdateCastRequest\x1a\x0f.cinema.v1.Cast\")\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/casts/{cast.id}:\x04\x63\x61st\x12\x62\n\nDeleteCast\x12\x1c.cinema.v1.DeleteCastRequest\x1a\x16.google.protobuf.Empty\"\x1e\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/casts/{id}\x12v\n\rBatchGetCasts\x12\x1f.cinema.v1.BatchGetCastsRequest\x1a .cinema.v1.BatchGetCastsResponse\"\"\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/casts:batchGetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,21 +68,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAST']._serialized_start=219
   _globals['_CAST']._serialized_end=415
   _globals['_CREATECASTREQUEST']._serialized_start=417
-  _globals['_CREATECASTREQUEST']._serialized_end=473
-  _globals['_GETCASTREQUEST']._serialized_start=475
-  _globals['_GETCASTREQUEST']._serialized_end=509
-  _globals['_LISTCASTSREQUEST']._serialized_start=511
-  _globals['_LISTCASTSREQUEST']._serialized_end=568
-  _globals['_LISTCASTSRESPONSE']._serialized_start=570
-  _globals['_LISTCASTSRESPONSE']._serialized_end=646
-  _globals['_UPDATECASTREQUEST']._serialized_start=648
-  _globals['_UPDATECASTREQUEST']._serialized_end=753
-  _globals['_DELETECASTREQUEST']._serialized_start=755
-  _globals['_DELETECASTREQUEST']._serialized_end=792
-  _globals['_BATCHGETCASTSREQUEST']._serialized_start=794
-  _globals['_BATCHGETCASTSREQUEST']._serialized_end=829
-  _globals['_BATCHGETCASTSRESPONSE']._serialized_start=831
-  _globals['_BATCHGETCASTSRESPONSE']._serialized_end=886
-  _globals['_CASTSERVICE']._serialized_start=889
-  _globals['_CASTSERVICE']._serialized_end=1506
+  _globals['_CREATECASTREQUEST']._serialized_end=493
+  _globals['_GETCASTREQUEST']._serialized_start=495
+  _globals['_GETCASTREQUEST']._serialized_end=529
+  _globals['_LISTCASTSREQUEST']._serialized_start=531
+  _globals['_LISTCASTSREQUEST']._serialized_end=588
+  _globals['_LISTCASTSRESPONSE']._serialized_start=590
+  _globals['_LISTCASTSRESPONSE']._serialized_end=666
+  _globals['_UPDATECASTREQUEST']._serialized_start=668
+  _globals['_UPDATECASTREQUEST']._serialized_end=773
+  _globals['_DELETECASTREQUEST']._serialized_start=775
+  _globals['_DELETECASTREQUEST']._serialized_end=812
+  _globals['_BATCHGETCASTSREQUEST']._serialized_start=814
+  _globals['_BATCHGETCASTSREQUEST']._serialized_end=849
+  _globals['_BATCHGETCASTSRESPONSE']._serialized_start=851
+  _globals['_BATCHGETCASTSRESPONSE']._serialized_end=906
+  _globals['_CASTSERVICE']._serialized_start=909
+  _globals['_CASTSERVICE']._serialized_end=1526
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63inema/v1/movie.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x14\x63inema/v1/cast.proto\x1a\x15\x63inema/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x02\n\x05Movie\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04plot\x18\x03 \x01(\t\x12\x0e\n\x06genres\x18\x04 \x03(\t\x12\x10\n\x08\x63\x61st_ids\x18\x05 \x03(\t\x12%\n\x05price\x18\x06 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12+\n\x0c\x63\x61st_members\x18\t \x03(\x0b\x32\x0f.cinema.v1.CastB\x04\xe2\x41\x01\x03\";\n\x12\x43reateMovieRequest\x12%\n\x05movie\x18\x01 \x01(\x0b\x32\x10.cinema.v1.MovieB\x04\xe2\x41\x01\x02\"G\n\x0fGetMovieRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\"\n\x04view\x18\x02 \x01(\x0e\x32\x14.cinema.v1.MovieView\"Z\n\x11ListMoviesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05genre\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61st_id\x18\x04 \x01(\t\"O\n\x12ListMoviesResponse\x12 \n\x06movies\x18\x01 \x03(\x0b\x32\x10.cinema.v1.Movie\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x12UpdateMovieRequest\x12%\n\x05movie\x18\x01 \x01(\x0b\x32\x10.cinema.v1.MovieB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"&\n\x12\x44\x65leteMovieRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"$\n\x15\x42\x61tchGetMoviesRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\":\n\x16\x42\x61tchGetMoviesResponse\x12 \n\x06movies\x18\x01 \x03(\x0b\x32\x10.cinema.v1.Movie*k\n\tMovieView\x12\x1a\n\x16MOVIE_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10MOVIE_VIEW_BASIC\x10\x01\x12\x13\n\x0fMOVIE_VIEW_FULL\x10\x02\x12\t\n\x05\x42\x41SIC\x10\x01\x12\x08\n\x04\x46ULL\x10\x02\x1a\x02\x10\x01\x32\x84\x05\n\x0cMovieService\x12\x61\n\x0b\x43reateMovie\x12\x1d.cinema.v1.CreateMovieRequest\x1a\x10.cinema.v1.Movie\"!\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x17\"\x0e/api/v1/movies:\x05movie\x12Y\n\x08GetMovie\x12\x1a.cinema.v1.GetMovieRequest\x1a\x10.cinema.v1.Movie\"\x1f\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/movies/{id}\x12\x65\n\nListMovies\x12\x1c.cinema.v1.ListMoviesRequest\x1a\x1d.cinema.v1.ListMoviesResponse\"\x1a\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/movies\x12l\n\x0bUpdateMovie\x12\x1d.cinema.v1.UpdateMovieRequest\x1a\x10.cinema.v1.Movie\",\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\"2\x19/api/v1/movies/{movie.id}:\x05movie\x12\x65\n\x0b\x44\x65leteMovie\x12\x1d.cinema.v1.DeleteMovieRequest\x1a\x16.google.protobuf.Empty\"\x1f\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x15*\x13/api/v1/movies/{id}\x12z\n\x0e\x42\x61tchGetMovies\x12 .cinema.v1.BatchGetMoviesRequest\x1a!.cinema.v1.BatchGetMoviesResponse\"#\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/movies:batchGetb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63inema/v1/movie.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x14\x63inema/v1/cast.proto\x1a\x15\x63inema/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x02\n\x05Movie\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04plot\x18\x03 \x01(\t\x12\x0e\n\x06genres\x18\x04 \x03(\t\x12\x10\n\x08\x63\x61st_ids\x18\x05 \x03(\t\x12%\n\x05price\x18\x06 \x01(\x0b\x32\x10.cinema.v1.MoneyB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12+\n\x0c\x63\x61st_members\x18\t \x03(\x0b\x32\x0f.cinema.v1.CastB\x04\xe2\x41\x01\x03\"O\n\x12\x43reateMovieRequest\x12%\n\x05movie\x18\x01 \x01(\x0b\x32\x10.cinema.v1.MovieB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x0fGetMovieRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\"\n\x04view\x18\x02 \x01(\x0e\x32\x14.cinema.v1.MovieView\"Z\n\x11ListMoviesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05genre\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61st_id\x18\x04 \x01(\t\"O\n\x12ListMoviesResponse\x12 \n\x06movies\x18\x01 \x03(\x0b\x32\x10.cinema.v1.Movie\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x12UpdateMovieRequest\x12%\n\x05movie\x18\x01 \x01(\x0b\x32\x10.cinema.v1.MovieB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"&\n\x12\x44\x65leteMovieRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"$\n\x15\x42\x61tchGetMoviesRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\":\n\x16\x42\x61tchGetMoviesResponse\x12 \n\x06movies\x18\x01 \x03(\x0b\x32\x10.cinema.v1.Movie*k\n\tMovieView\x12\x1a\n\x16MOVIE_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10MOVIE_VIEW_BASIC\x10\x01\x12\x13\n\x0fMOVIE_VIEW_FULL\x10\x02\x12\t\n\x05\x42\x41SIC\x10\x01\x12\x08\n\x04\x46ULL\x10\x02\x1a\x02\x10\x01\x32\x84\x05\n\x0cMovieService\x12\x61\n\x0b\x43reateMovie\x12\x1d.cinema.v1.CreateMovieRequest\x1a\x10.cinema.v1.Movie\"!\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x17\"\x0e/api/v1/movies:\x05movie\x12Y\n\x08GetMovie\x12\x1a.cinema.v1.GetMovieRequest\x1a\x10.cinema.v1.Movie\"\x1f\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/movies/{id}\x12\x65\n\nListMovies\x12\x1c.cinema.v1.ListMoviesRequest\x1a\x1d.cinema.v1.ListMoviesResponse\"\x1a\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/movies\x12l\n\x0bUpdateMovie\x12\x1d.cinema.v1.UpdateMovieRequest\x1a\x10.cinema.v1.Movie\",\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\"2\x19/api/v1/movies/{movie.id}:\x05movie\x12\x65\n\x0b\x44\x65leteMovie\x12\x1d.cinema.v1.DeleteMovieRequest\x1a\x16.google.protobuf.Empty\"\x1f\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x15*\x13/api/v1/movies/{id}\x12z\n\x0e\x42\x61tchGetMovies\x12 .cinema.v1.BatchGetMoviesRequest\x1a!.cinema.v1.BatchGetMoviesResponse\"#\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/movies:batchGetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -73,26 +73,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MOVIESERVICE'].methods_by_name['DeleteMovie']._serialized_options = b'\220\202\031\003\202\323\344\223\002\025*\023/api/v1/movies/{id}'
   _globals['_MOVIESERVICE'].methods_by_name['BatchGetMovies']._loaded_options = None
   _globals['_MOVIESERVICE'].methods_by_name['BatchGetMovies']._serialized_options = b'\220\202\031\001\202\323\344\223\002\031\022\027/api/v1/movies:batchGet'
-  _globals['_MOVIEVIEW']._serialized_start=1110
-  _globals['_MOVIEVIEW']._serialized_end=1217
+  _globals['_MOVIEVIEW']._serialized_start=1130
+  _globals['_MOVIEVIEW']._serialized_end=1237
   _globals['_MOVIE']._serialized_start=265
   _globals['_MOVIE']._serialized_end=553
   _globals['_CREATEMOVIEREQUEST']._serialized_start=555
-  _globals['_CREATEMOVIEREQUEST']._serialized_end=614
-  _globals['_GETMOVIEREQUEST']._serialized_start=616
-  _globals['_GETMOVIEREQUEST']._serialized_end=687
-  _globals['_LISTMOVIESREQUEST']._serialized_start=689
-  _globals['_LISTMOVIESREQUEST']._serialized_end=779
-  _globals['_LISTMOVIESRESPONSE']._serialized_start=781
-  _globals['_LISTMOVIESRESPONSE']._serialized_end=860
-  _globals['_UPDATEMOVIEREQUEST']._serialized_start=862
-  _globals['_UPDATEMOVIEREQUEST']._serialized_end=970
-  _globals['_DELETEMOVIEREQUEST']._serialized_start=972
-  _globals['_DELETEMOVIEREQUEST']._serialized_end=1010
-  _globals['_BATCHGETMOVIESREQUEST']._serialized_start=1012
-  _globals['_BATCHGETMOVIESREQUEST']._serialized_end=1048
-  _globals['_BATCHGETMOVIESRESPONSE']._serialized_start=1050
-  _globals['_BATCHGETMOVIESRESPONSE']._serialized_end=1108
-  _globals['_MOVIESERVICE']._serialized_start=1220
-  _globals['_MOVIESERVICE']._serialized_end=1864
+  _globals['_CREATEMOVIEREQUEST']._serialized_end=634
+  _globals['_GETMOVIEREQUEST']._serialized_start=636
+  _globals['_GETMOVIEREQUEST']._serialized_end=707
+  _globals['_LISTMOVIESREQUEST']._serialized_start=709
+  _globals['_LISTMOVIESREQUEST']._serialized_end=799
+  _globals['_LISTMOVIESRESPONSE']._serialized_start=801
+  _globals['_LISTMOVIESRESPONSE']._serialized_end=880
+  _globals['_UPDATEMOVIEREQUEST']._serialized_start=882
+  _globals['_UPDATEMOVIEREQUEST']._serialized_end=990
+  _globals['_DELETEMOVIEREQUEST']._serialized_start=992
+  _globals['_DELETEMOVIEREQUEST']._serialized_end=1030
+  _globals['_BATCHGETMOVIESREQUEST']._serialized_start=1032
+  _globals['_BATCHGETMOVIESREQUEST']._serialized_end=1068
+  _globals['_BATCHGETMOVIESRESPONSE']._serialized_start=1070
+  _globals['_BATCHGETMOVIESRESPONSE']._serialized_end=1128
+  _globals['_MOVIESERVICE']._serialized_start=1240
+  _globals['_MOVIESERVICE']._serialized_end=1884
 # @@protoc_insertion_point(module_scope)

@@ -138,6 +138,13 @@ class CreateMovieRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MOVIE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional client-chosen idempotency key, 1 to 100 characters (a UUID is a good choice;
+    AIP-155). A retry with the same key returns the first movie; the same key with other
+    fields is refused with ALREADY_EXISTS. Without one, a call the gateway repeats
+    (after a replica failed mid-call) still makes one movie; a retry of your own does not.
+    """
     @_builtins.property
     def movie(self) -> Global___Movie:
         """The movie to create; output-only fields are ignored."""
@@ -146,10 +153,11 @@ class CreateMovieRequest(_message.Message):
         self,
         *,
         movie: Global___Movie | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie", b"movie", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

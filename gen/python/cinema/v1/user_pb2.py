@@ -30,7 +30,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63inema/v1/user.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x04role\x18\x04 \x01(\x0e\x32\x0f.cinema.v1.Role\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\x08password\x18\x07 \x01(\tB\x04\xe2\x41\x01\x04H\x00\x88\x01\x01\x12#\n\x10\x63urrent_password\x18\x08 \x01(\tB\x04\xe2\x41\x01\x04H\x01\x88\x01\x01\x42\x0b\n\t_passwordB\x13\n\x11_current_password\"8\n\x11\x43reateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListUsersResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x11UpdateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x11\x44\x65leteUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"~\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nexpires_in\x18\x04 \x01(\x03*T\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x08\n\x04USER\x10\x01\x12\t\n\x05\x41\x44MIN\x10\x02\x1a\x02\x10\x01\x32\xd0\x04\n\x0bUserService\x12\\\n\nCreateUser\x12\x1c.cinema.v1.CreateUserRequest\x1a\x0f.cinema.v1.User\"\x1f\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/users:\x04user\x12U\n\x07GetUser\x12\x19.cinema.v1.GetUserRequest\x1a\x0f.cinema.v1.User\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/users/{id}\x12\x61\n\tListUsers\x12\x1b.cinema.v1.ListUsersRequest\x1a\x1c.cinema.v1.ListUsersResponse\"\x19\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12\x66\n\nUpdateUser\x12\x1c.cinema.v1.UpdateUserRequest\x1a\x0f.cinema.v1.User\")\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/users/{user.id}:\x04user\x12\x62\n\nDeleteUser\x12\x1c.cinema.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/users/{id}\x12]\n\x05Login\x12\x17.cinema.v1.LoginRequest\x1a\x18.cinema.v1.LoginResponse\"!\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63inema/v1/user.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x04role\x18\x04 \x01(\x0e\x32\x0f.cinema.v1.Role\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\x08password\x18\x07 \x01(\tB\x04\xe2\x41\x01\x04H\x00\x88\x01\x01\x12#\n\x10\x63urrent_password\x18\x08 \x01(\tB\x04\xe2\x41\x01\x04H\x01\x88\x01\x01\x42\x0b\n\t_passwordB\x13\n\x11_current_password\"L\n\x11\x43reateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListUsersResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x11UpdateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x11\x44\x65leteUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"~\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nexpires_in\x18\x04 \x01(\x03*T\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x08\n\x04USER\x10\x01\x12\t\n\x05\x41\x44MIN\x10\x02\x1a\x02\x10\x01\x32\xd0\x04\n\x0bUserService\x12\\\n\nCreateUser\x12\x1c.cinema.v1.CreateUserRequest\x1a\x0f.cinema.v1.User\"\x1f\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/users:\x04user\x12U\n\x07GetUser\x12\x19.cinema.v1.GetUserRequest\x1a\x0f.cinema.v1.User\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/users/{id}\x12\x61\n\tListUsers\x12\x1b.cinema.v1.ListUsersRequest\x1a\x1c.cinema.v1.ListUsersResponse\"\x19\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12\x66\n\nUpdateUser\x12\x1c.cinema.v1.UpdateUserRequest\x1a\x0f.cinema.v1.User\")\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/users/{user.id}:\x04user\x12\x62\n\nDeleteUser\x12\x1c.cinema.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/users/{id}\x12]\n\x05Login\x12\x17.cinema.v1.LoginRequest\x1a\x18.cinema.v1.LoginResponse\"!\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,26 +77,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\220\202\031\002\202\323\344\223\002\024*\022/api/v1/users/{id}'
   _globals['_USERSERVICE'].methods_by_name['Login']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['Login']._serialized_options = b'\220\202\031\001\202\323\344\223\002\027\"\022/api/v1/auth/login:\001*'
-  _globals['_ROLE']._serialized_start=1101
-  _globals['_ROLE']._serialized_end=1185
+  _globals['_ROLE']._serialized_start=1121
+  _globals['_ROLE']._serialized_end=1205
   _globals['_USER']._serialized_start=219
   _globals['_USER']._serialized_end=533
   _globals['_CREATEUSERREQUEST']._serialized_start=535
-  _globals['_CREATEUSERREQUEST']._serialized_end=591
-  _globals['_GETUSERREQUEST']._serialized_start=593
-  _globals['_GETUSERREQUEST']._serialized_end=627
-  _globals['_LISTUSERSREQUEST']._serialized_start=629
-  _globals['_LISTUSERSREQUEST']._serialized_end=686
-  _globals['_LISTUSERSRESPONSE']._serialized_start=688
-  _globals['_LISTUSERSRESPONSE']._serialized_end=764
-  _globals['_UPDATEUSERREQUEST']._serialized_start=766
-  _globals['_UPDATEUSERREQUEST']._serialized_end=871
-  _globals['_DELETEUSERREQUEST']._serialized_start=873
-  _globals['_DELETEUSERREQUEST']._serialized_end=910
-  _globals['_LOGINREQUEST']._serialized_start=912
-  _globals['_LOGINREQUEST']._serialized_end=971
-  _globals['_LOGINRESPONSE']._serialized_start=973
-  _globals['_LOGINRESPONSE']._serialized_end=1099
-  _globals['_USERSERVICE']._serialized_start=1188
-  _globals['_USERSERVICE']._serialized_end=1780
+  _globals['_CREATEUSERREQUEST']._serialized_end=611
+  _globals['_GETUSERREQUEST']._serialized_start=613
+  _globals['_GETUSERREQUEST']._serialized_end=647
+  _globals['_LISTUSERSREQUEST']._serialized_start=649
+  _globals['_LISTUSERSREQUEST']._serialized_end=706
+  _globals['_LISTUSERSRESPONSE']._serialized_start=708
+  _globals['_LISTUSERSRESPONSE']._serialized_end=784
+  _globals['_UPDATEUSERREQUEST']._serialized_start=786
+  _globals['_UPDATEUSERREQUEST']._serialized_end=891
+  _globals['_DELETEUSERREQUEST']._serialized_start=893
+  _globals['_DELETEUSERREQUEST']._serialized_end=930
+  _globals['_LOGINREQUEST']._serialized_start=932
+  _globals['_LOGINREQUEST']._serialized_end=991
+  _globals['_LOGINRESPONSE']._serialized_start=993
+  _globals['_LOGINRESPONSE']._serialized_end=1119
+  _globals['_USERSERVICE']._serialized_start=1208
+  _globals['_USERSERVICE']._serialized_end=1800
 # @@protoc_insertion_point(module_scope)

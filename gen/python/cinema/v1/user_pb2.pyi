@@ -131,6 +131,13 @@ class CreateUserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional client-chosen idempotency key, 1 to 100 characters (a UUID is a good choice;
+    AIP-155). A retry with the same key returns the first account; the same key with other
+    fields is refused with ALREADY_EXISTS. Without one, a call the gateway repeats
+    (after a replica failed mid-call) still makes one account; a retry of your own does not.
+    """
     @_builtins.property
     def user(self) -> Global___User:
         """The account to register: email, display name and password."""
@@ -139,10 +146,11 @@ class CreateUserRequest(_message.Message):
         self,
         *,
         user: Global___User | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
