@@ -58,7 +58,7 @@ DEFAULT_GRACE_SECONDS = 10.0
 _EXIT_MARGIN_SECONDS = 2.0
 _START_TIMEOUT = 90.0
 # What services.common.server and gateway.sidecar log once their ports are bound.
-_SERVICE_PORT = re.compile(r"listening on port (\d+)$")
+_SERVICE_PORT = re.compile(r"listening on port (\d+)(?:, metrics on port (\d+))?$")
 _SIDECAR_PORTS = re.compile(r"serving gRPC on (\d+), /healthz on (\d+)")
 _DATABASE_URL_VARIABLES = {service: f"{service.upper()}_DATABASE_URL" for service in SERVICES}
 
@@ -160,11 +160,14 @@ class Child:
         except FileNotFoundError:
             self._log_start = 0
         argv = list(self.argv)
+        env = self.env
         if self.ports and "--port" in argv:
             argv[argv.index("--port") + 1] = str(self.ports[0])  # a restart keeps its port
+        if len(self.ports) > 1 and env is not None:  # ... and its metrics port (file_sd)
+            env = {**env, "CINEMA_METRICS_ADDR": f"127.0.0.1:{self.ports[1]}"}
         self.process = subprocess.Popen(
             argv,
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -195,7 +198,7 @@ class Child:
             message = line
         found = self.ports_pattern.search(message)
         if found:
-            self.ports = tuple(int(group) for group in found.groups())
+            self.ports = tuple(int(group) for group in found.groups() if group is not None)
             self._port_seen.set()
 
     def wait_ports(self, timeout: float, stopping: threading.Event) -> tuple[int, ...]:
@@ -534,9 +537,11 @@ class System:
                 child.start()  # all at once; replicas of one service take turns migrating
                 replicas.append((service, child))
         ports: dict[str, list[int]] = {}
+        scrape: list[tuple[str, str, int]] = []
         for service, child in replicas:
-            (port,) = child.wait_ports(_START_TIMEOUT, self.stopping)
+            port, *metrics_port = child.wait_ports(_START_TIMEOUT, self.stopping)
             ports.setdefault(service, []).append(port)
+            scrape += [(service, child.name, p) for p in metrics_port]
             self.say(f"  started {child.name:<8} on 127.0.0.1:{port}")
         grpc_port, http_port = sidecar.wait_ports(_START_TIMEOUT, self.stopping)
         topology = envoy_config.local_topology(
@@ -573,8 +578,38 @@ class System:
         )
         self.children.append(envoy)
         envoy.start()
+        self._write_scrape_targets(scrape)
         self._wait_healthy()
         self._write_state()
+
+    def _write_scrape_targets(self, services: Sequence[tuple[str, str, int]]) -> None:
+        """A Prometheus ``file_sd`` list of every /metrics this run serves, Envoy's too, and
+        a prometheus.yml that reads it: ``prometheus --config.file=DATA_DIR/prometheus/
+        prometheus.yml`` scrapes the whole system."""
+        directory = self.data_dir / "prometheus"
+        directory.mkdir(exist_ok=True)
+        targets: list[dict[str, Any]] = [
+            {
+                "targets": [f"127.0.0.1:{port}"],
+                "labels": {"job": "cinema", "service": service, "replica": replica},
+            }
+            for service, replica, port in services
+        ]
+        targets.append(
+            {
+                "targets": [f"127.0.0.1:{self.options.admin_port}"],
+                "labels": {"job": "envoy", "__metrics_path__": "/stats/prometheus"},
+            }
+        )
+        (directory / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")
+        (directory / "prometheus.yml").write_text(
+            "# Written by `cinema up`: scrape every process it started.\n"
+            "global:\n  scrape_interval: 5s\n"
+            "scrape_configs:\n"
+            "  - job_name: cinema\n"
+            "    file_sd_configs:\n"
+            f"      - files: [{json.dumps(str((directory / 'targets.json').resolve()))}]\n"
+        )
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         url = f"http://127.0.0.1:{self.options.port}/healthz"

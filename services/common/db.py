@@ -159,6 +159,11 @@ class EnginePools:
             if self._autocommit is not None
             else read_engine
         )
+        from services.common import metrics  # the metrics pull in grpc; db alone does not
+
+        metrics.watch_pool("transactions", engine)
+        if self._autocommit is not None:
+            metrics.watch_pool("reads", self._autocommit)
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -32,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import TokenVerifier
 from services.common.interceptors import AuthorizationInterceptor, ErrorMappingInterceptor
+from services.common.metrics import MetricsInterceptor, serve_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,13 @@ class CinemaServer:
         health_interval: float = 2.0,
         worker_threads: int = 4,
         reuse_port: bool = False,
+        metrics_address: str = "",
     ) -> None:
         self.spec = spec
         self.grace_seconds = grace_seconds
         self.health_interval = health_interval
+        self.metrics_address = metrics_address
+        self.metrics_port: int | None = None
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=worker_threads, thread_name_prefix="rpc"
         )
@@ -86,7 +90,11 @@ class CinemaServer:
         )
         self.server = grpc.server(
             self.executor,
-            interceptors=[ErrorMappingInterceptor(), AuthorizationInterceptor(verifier)],
+            interceptors=[
+                MetricsInterceptor(),
+                ErrorMappingInterceptor(),
+                AuthorizationInterceptor(verifier),
+            ],
             # grpcio turns SO_REUSEPORT on by default; a second process would then share the
             # port silently. Only opt in where several processes share a port on purpose.
             options=[
@@ -119,7 +127,16 @@ class CinemaServer:
         # Logged before the database watch starts, so "listening" always comes before
         # "SERVING" (launchers and tests read the port from the first, readiness from the
         # second).
-        logger.info("%s listening on port %d", self.spec.full_name, self.port)
+        self.metrics_port = serve_metrics(self.metrics_address)
+        if self.metrics_port is None:
+            logger.info("%s listening on port %d", self.spec.full_name, self.port)
+        else:
+            logger.info(
+                "%s listening on port %d, metrics on port %d",
+                self.spec.full_name,
+                self.port,
+                self.metrics_port,
+            )
         self._watch.start()
 
     def _set_health(self, status: int) -> None:
@@ -244,6 +261,7 @@ def serve(service: str, *, host: str, port: int) -> None:
             port=port,
             grace_seconds=settings.grace_seconds,
             worker_threads=settings.worker_threads,
+            metrics_address=settings.metrics_address,
         )
     except (OSError, RuntimeError) as error:  # grpcio raises RuntimeError for a taken port
         spec.close()

@@ -54,6 +54,8 @@ class Settings:
     log_format: str
     log_level: str
     payment_provider: str = "test"
+    #: ``host:port`` of the process's /metrics (port 0: any free one), or "" for none.
+    metrics_address: str = "127.0.0.1:0"
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,7 +119,21 @@ class Settings:
             log_format=log_format,
             log_level=env.text("CINEMA_LOG_LEVEL", "INFO").upper(),
             payment_provider=_payment_provider(env),
+            metrics_address=_metrics_address(env),
         )
+
+
+def _metrics_address(env: _Env) -> str:
+    """``CINEMA_METRICS_ADDR``: where /metrics listens. Loopback by default (``cinema up``
+    scrapes it there); a container sets ``0.0.0.0:9464`` for a Prometheus beside it;
+    ``off`` serves none."""
+    value = env.text("CINEMA_METRICS_ADDR", "127.0.0.1:0")
+    if value == "off":
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"CINEMA_METRICS_ADDR must be host:port or off, got {value!r}")
+    return value
 
 
 def _payment_provider(env: _Env) -> str:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -184,3 +185,37 @@ def test_outbound_calls_take_the_callers_remaining_time(
         assert list(listed) == []
     finally:
         movie.stop()
+
+
+def test_metrics_count_each_call_by_method_and_code(movie_process: ServiceProcess) -> None:
+    assert movie_process.metrics_port is not None, "cinema serve serves /metrics by default"
+
+    def scrape() -> dict[str, float]:
+        url = f"http://127.0.0.1:{movie_process.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    key = (
+        'cinema_rpc_server_duration_seconds_count{code="NOT_FOUND",method="GetMovie",'
+        'service="cinema.v1.MovieService"}'
+    )
+    before = scrape().get(key, 0.0)
+    with grpc.insecure_channel(movie_process.address) as channel:
+        movies = movie_pb2_grpc.MovieServiceStub(channel)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as missing:
+                movies.GetMovie(movie_pb2.GetMovieRequest(id="no-such-movie"), timeout=5)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError):
+            movies.GetMovie(movie_pb2.GetMovieRequest(id="x" * 500), timeout=5)
+    after = scrape()
+    assert after[key] == before + 3
+    assert after[key.replace("NOT_FOUND", "INVALID_ARGUMENT")] >= 1
+    assert after['cinema_db_pool_size{pool="transactions"}'] >= 1
+    assert after["process_resident_memory_bytes"] > 0

@@ -470,11 +470,11 @@ def test_changing_ones_own_email_needs_the_current_password(accounts: Accounts) 
     user, mine = accounts.session()
     new_email = f"moved-{user.email}"
 
-    def change(**current: str) -> user_pb2.User:
-        return accounts.users.UpdateUser(
-            user_pb2.UpdateUserRequest(user=user_pb2.User(id=user.id, email=new_email, **current)),
-            metadata=mine,
-        )
+    def change(current_password: str | None = None) -> user_pb2.User:
+        account = user_pb2.User(id=user.id, email=new_email)
+        if current_password is not None:
+            account.current_password = current_password
+        return accounts.users.UpdateUser(user_pb2.UpdateUserRequest(user=account), metadata=mine)
 
     missing = expect_error(change, grpc.StatusCode.INVALID_ARGUMENT)
     assert set(missing.violations) == {"user.current_password"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -24,11 +25,16 @@ def tool(name: str) -> str:
     return str(path)
 
 
+_LISTENING = re.compile(r"listening on port (\d+)(?:, metrics on port (\d+))?")
+
+
 @dataclass
 class ServiceProcess:
     process: subprocess.Popen[str]
     port: int
     log: list[str] = field(default_factory=list)
+    #: Where the process serves /metrics (None when it serves none).
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -63,8 +69,11 @@ def start_cinema_serve(
                 message = json.loads(line).get("message", "")
             except json.JSONDecodeError:
                 continue
-            if "listening on port" in message:
-                port.append(int(message.rsplit(" ", 1)[1]))
+            found = _LISTENING.search(message)
+            if found:
+                port.append(int(found.group(1)))
+                if found.group(2):
+                    port.append(int(found.group(2)))
             if port and " is SERVING" in message:
                 ready.set()
 
@@ -74,4 +83,4 @@ def start_cinema_serve(
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"cinema serve {service} did not start:\n{''.join(lines)}")
-    return ServiceProcess(process, port[0], lines)
+    return ServiceProcess(process, port[0], lines, port[1] if len(port) > 1 else None)
