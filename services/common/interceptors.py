@@ -120,7 +120,7 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
             except errors.DomainError as error:
                 rpc_status = status.to_rpc_status(error)
                 logger.info(
-                    "%s -> %s: %s", method, status.status_code_for(error).name, error.message
+                    "%s -> %s: %s", method, status.status_code_for(error).name, rpc_status.message
                 )
             except Exception:
                 logger.exception("unexpected error in %s", method)
