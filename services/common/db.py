@@ -159,11 +159,13 @@ class EnginePools:
             if self._autocommit is not None
             else read_engine
         )
-        from services.common import metrics  # the metrics pull in grpc; db alone does not
+        from services.common import metrics, tracing  # they pull in grpc; db alone does not
 
         metrics.watch_pool("transactions", engine)
+        tracing.trace_engine(engine)
         if self._autocommit is not None:
             metrics.watch_pool("reads", self._autocommit)
+            tracing.trace_engine(self._autocommit)
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -7,9 +7,12 @@ import json
 import logging
 import sys
 
+from services.common import tracing
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, with the service name."""
+    """One JSON object per record, with the service name, and the trace and span id of the
+    call it was logged in when traces are on (so a log line leads to its trace)."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -23,6 +26,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        ids = tracing.current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

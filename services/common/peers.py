@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.common import tracing
 from services.common.context import RequestContext
 from services.common.errors import DeadlineExceeded, Unavailable
 
@@ -47,12 +48,14 @@ class PeerChannel:
         self.name = name
         self.address = address
         self.timeout_ceiling = timeout_ceiling
-        self.channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.enable_retries", 0),  # Envoy retries; retrying twice multiplies load
-            ],
+        self.channel = tracing.traced_channel(
+            grpc.insecure_channel(
+                address,
+                options=[
+                    ("grpc.keepalive_time_ms", 30_000),
+                    ("grpc.enable_retries", 0),  # Envoy retries; retrying twice multiplies load
+                ],
+            )
         )
 
     def call(

@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tracing
 from services.common.auth import TokenVerifier
 from services.common.interceptors import AuthorizationInterceptor, ErrorMappingInterceptor
 from services.common.metrics import MetricsInterceptor, serve_metrics
@@ -91,6 +92,8 @@ class CinemaServer:
         self.server = grpc.server(
             self.executor,
             interceptors=[
+                # Outermost: the span covers the call as the client sees it.
+                *tracing.server_interceptors(),
                 MetricsInterceptor(),
                 ErrorMappingInterceptor(),
                 AuthorizationInterceptor(verifier),
@@ -229,6 +232,7 @@ def serve(service: str, *, host: str, port: int) -> None:
 
     settings = Settings.from_env(service)
     logs.configure(service, log_format=settings.log_format, level=settings.log_level)
+    tracing.configure(service)  # before build(): its engines and peer channels are traced
     # Worker threads hand the GIL to each other and to grpcio's polling thread several
     # times per call; at CPython's default 5 ms switch interval a thread that is ready can
     # sit out whole intervals, which shows in the tail latency (docs/benchmarks.md).
@@ -268,4 +272,7 @@ def serve(service: str, *, host: str, port: int) -> None:
         logger.debug("%s cannot start", service, exc_info=True)
         logger.error("cannot listen on %s:%d: %s", host, port, error)
         raise SystemExit(1) from None
-    server.run_until_signal()
+    try:
+        server.run_until_signal()
+    finally:
+        tracing.shutdown()
