@@ -36,6 +36,9 @@ COPY --from=build /opt/cinema /opt/cinema
 # gateway/envoy_config.py, which renders envoy.yaml.
 COPY gen/descriptors/cinema.binpb /etc/cinema/cinema.binpb
 COPY envoy.yaml /etc/cinema/envoy.yaml
+# Served at /openapi.json by the gateway sidecar; the path is CONTAINER_OPENAPI_FILE in
+# gateway/pages.py. The pages and Swagger UI's files are inside the installed packages.
+COPY gen/openapi/cinema.openapi.json /etc/cinema/cinema.openapi.json
 ENV PATH=/opt/cinema/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -5,6 +5,9 @@
 * ``grpc.health.v1.Health`` for the whole system: ``""`` and each ``cinema.v1.XService``.
 * ``GET /healthz`` (plain HTTP/1.1, on a second port) as JSON: each service's status and
   replica counts, 200 when every service serves, 503 otherwise.
+* On that same HTTP port, everything else Envoy routes to it (every non-gRPC path outside
+  ``/api/``): the web shop at ``/``, the API explorer at ``/docs/`` and the OpenAPI document
+  at ``/openapi.json``, answered by :class:`gateway.pages.Site` (see there for why and how).
 
 Health is Envoy's own view: the sidecar reads ``/clusters?format=json`` from Envoy's admin
 API. Envoy already health-checks every replica each second (``grpc.health.v1`` for
@@ -26,6 +29,8 @@ import contextlib
 import http.server
 import json
 import logging
+import os
+import pathlib
 import signal
 import sys
 import threading
@@ -44,6 +49,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cinema.v1 import cast_pb2, movie_pb2, order_pb2, user_pb2  # noqa: F401
+from gateway import pages
 from gateway.envoy_config import ADMIN_PORT, SERVICES, SIDECAR_GRPC_PORT, SIDECAR_HTTP_PORT
 
 logger = logging.getLogger(__name__)
@@ -133,45 +139,96 @@ def healthz_document(services: Sequence[ServiceHealth]) -> dict[str, Any]:
     }
 
 
-class _HealthzHandler(http.server.BaseHTTPRequestHandler):
+class _HttpHandler(http.server.BaseHTTPRequestHandler):
+    """``/healthz``, and everything else through :meth:`gateway.pages.Site.answer`."""
+
     # Keep-alive: Envoy reuses its upstream connections.
     protocol_version = "HTTP/1.1"
-    server: _HealthzServer
+    server: _HttpServer
 
     def do_GET(self) -> None:
-        self._answer(send_body=True)
+        self._answer()
 
     def do_HEAD(self) -> None:
-        self._answer(send_body=False)
+        self._answer()
 
-    def _answer(self, *, send_body: bool) -> None:
-        if self.path.split("?", 1)[0] == "/healthz":
-            # Asked fresh on every request: /healthz must not lag behind Envoy.
-            document = healthz_document(fetch_service_health(self.server.admin_url))
-            status = 200 if document["status"] == "SERVING" else 503
-        else:
-            document = {"code": 5, "message": f"no such path: {self.path}", "details": []}
-            status = 404
+    # Envoy answers these itself on /healthz and the API; elsewhere a page says 405.
+    def do_POST(self) -> None:
+        self._answer()
+
+    def do_PUT(self) -> None:
+        self._answer()
+
+    def do_PATCH(self) -> None:
+        self._answer()
+
+    def do_DELETE(self) -> None:
+        self._answer()
+
+    def do_OPTIONS(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        self._discard_body()
+        if self.path.split("?", 1)[0] == "/healthz" and self.command in ("GET", "HEAD"):
+            self._healthz()
+            return
+        reply = self.server.site.answer(self.command, self.path, _lower_keys(self.headers))
+        self.send_response(reply.status)
+        for key, value in reply.headers:
+            self.send_header(key, value)
+        self.end_headers()
+        if reply.body:
+            self.wfile.write(reply.body)
+
+    def _healthz(self) -> None:
+        # Asked fresh on every request: /healthz must not lag behind Envoy.
+        document = healthz_document(fetch_service_health(self.server.admin_url))
+        status = 200 if document["status"] == "SERVING" else 503
         body = json.dumps(document).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.send_header("cache-control", "no-store")
+        self.send_header("x-content-type-options", "nosniff")
         self.end_headers()
-        if send_body:
+        if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _discard_body(self) -> None:
+        # A body left unread would be taken for the next request on this kept-alive
+        # connection. Envoy caps bodies (1 MiB); a chunked one is not worth parsing here.
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            self.close_connection = True
+            return
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 65536))
+            if not chunk:
+                break
+            length -= len(chunk)
 
     def log_message(self, format: str, *args: Any) -> None:
         # Envoy's access log already records every request; keep these for debugging only.
-        logger.debug("healthz %s: " + format, self.address_string(), *args)
+        logger.debug("http %s: " + format, self.address_string(), *args)
 
 
-class _HealthzServer(http.server.ThreadingHTTPServer):
+def _lower_keys(headers: Any) -> dict[str, str]:
+    # The last value of each header, by its lower-case name (an email.message.Message).
+    return {str(key).lower(): str(value) for key, value in headers.items()}
+
+
+class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], admin_url: str) -> None:
-        super().__init__(address, _HealthzHandler)
+    def __init__(self, address: tuple[str, int], admin_url: str, site: pages.Site) -> None:
+        super().__init__(address, _HttpHandler)
         self.admin_url = admin_url
+        self.site = site
 
 
 class _HealthStatuses(Protocol):
@@ -234,7 +291,7 @@ class GatewaySidecar:
         grpc_server: grpc.aio.Server,
         grpc_port: int,
         health_servicer: _HealthStatuses,
-        http_server: _HealthzServer,
+        http_server: _HttpServer,
         admin_url: str,
         poll_interval: float,
     ) -> None:
@@ -258,7 +315,7 @@ class GatewaySidecar:
         self._http_thread = threading.Thread(
             target=self._http_server.serve_forever,
             kwargs={"poll_interval": 0.1},
-            name="healthz",
+            name="http",
             daemon=True,
         )
         self._http_thread.start()
@@ -320,11 +377,14 @@ def build(
     grpc_port: int = SIDECAR_GRPC_PORT,
     http_port: int = SIDECAR_HTTP_PORT,
     poll_interval: float = 1.0,
+    site: pages.Site | None = None,
 ) -> GatewaySidecar:
     """Bind the sidecar's two ports (0 picks free ones) and return it, not yet started.
 
     Call it inside a running event loop (grpc.aio needs one). ``admin_url`` is Envoy's admin
     API, e.g. ``http://127.0.0.1:9901``. The bound ports are ``.grpc_port`` and ``.http_port``.
+    ``site`` is what the HTTP port serves besides /healthz (default: the shop, /docs, and
+    the OpenAPI document at :func:`gateway.pages.default_openapi_file`).
     """
     # A second process must not silently share the port: grpcio enables SO_REUSEPORT.
     grpc_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -334,7 +394,7 @@ def build(
     reflection.enable_server_reflection(
         [*SERVICES.values(), health.SERVICE_NAME, reflection.SERVICE_NAME], grpc_server
     )
-    http_server = _HealthzServer((host, http_port), admin_url)
+    http_server = _HttpServer((host, http_port), admin_url, site or pages.Site.load())
     sidecar = GatewaySidecar(
         grpc_server, bound_grpc_port, statuses, http_server, admin_url, poll_interval
     )
@@ -350,13 +410,20 @@ async def serve(
     host: str = "127.0.0.1",
     grpc_port: int = SIDECAR_GRPC_PORT,
     http_port: int = SIDECAR_HTTP_PORT,
+    openapi_file: pathlib.Path | None = None,
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT.
 
     Once both ports are bound, one JSON line goes to stdout, e.g.
     ``{"grpcPort": 9902, "httpPort": 9903}``, so a launcher that passed port 0 learns them.
     """
-    sidecar = build(admin_url=admin_url, host=host, grpc_port=grpc_port, http_port=http_port)
+    sidecar = build(
+        admin_url=admin_url,
+        host=host,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        site=pages.Site.load(openapi_file=openapi_file),
+    )
     await sidecar.start()
     print(json.dumps({"grpcPort": sidecar.grpc_port, "httpPort": sidecar.http_port}), flush=True)
     stop = asyncio.Event()
@@ -372,7 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m gateway.sidecar [--admin-url URL] [--grpc-port N] ...``."""
     parser = argparse.ArgumentParser(
         prog="cinema gateway-sidecar",
-        description="Reflection, aggregate health and /healthz for Cinema's Envoy gateway.",
+        description=(
+            "Reflection, aggregate health, /healthz, the web shop, /docs and /openapi.json "
+            "for Cinema's Envoy gateway."
+        ),
     )
     parser.add_argument(
         "--admin-url",
@@ -384,7 +454,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--grpc-port", type=int, default=SIDECAR_GRPC_PORT, help="reflection and health (0: any)"
     )
     parser.add_argument(
-        "--http-port", type=int, default=SIDECAR_HTTP_PORT, help="GET /healthz (0: any)"
+        "--http-port",
+        type=int,
+        default=SIDECAR_HTTP_PORT,
+        help="/healthz, the pages, /docs and /openapi.json (0: any)",
+    )
+    parser.add_argument(
+        "--openapi-file",
+        type=pathlib.Path,
+        # An environment variable too: `cinema up` starts the sidecar with its own arguments.
+        default=os.environ.get("CINEMA_OPENAPI_FILE") or pages.default_openapi_file(),
+        help="the OpenAPI document served at /openapi.json (default %(default)s: "
+        "$CINEMA_OPENAPI_FILE, else gen/openapi/ in a checkout, /etc/cinema/ in the image)",
     )
     parser.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     parser.add_argument("--log-level", default="INFO")
@@ -398,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             grpc_port=args.grpc_port,
             http_port=args.http_port,
+            openapi_file=args.openapi_file,
         )
     )
     return 0
