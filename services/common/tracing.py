@@ -91,9 +91,11 @@ def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     """``channel`` with a client span per call and the context sent as ``traceparent``."""
     if not _enabled:
         return channel
-    from opentelemetry.instrumentation.grpc import client_interceptor
+    from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
 
-    return grpc.intercept_channel(channel, client_interceptor())  # type: ignore[no-untyped-call]
+    # The instrumentation's interceptor is its own kind (grpcext), not grpc's.
+    traced: grpc.Channel = grpcext.intercept_channel(channel, client_interceptor())  # type: ignore[no-untyped-call]
+    return traced
 
 
 def trace_engine(engine: Engine) -> None:

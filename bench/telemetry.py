@@ -1,0 +1,113 @@
+"""What telemetry costs GetMovie: ``python -m bench.telemetry``.
+
+One ``cinema serve movie`` per variant, all on the same PostgreSQL database with the same
+1,000 movies, measured in interleaved rounds (every variant once per round, the order
+rotated) so that drift of the machine falls on all of them alike:
+
+* ``bare``: no /metrics, no tracing (``CINEMA_METRICS_ADDR=off``);
+* ``metrics``: the default, RED metrics per RPC (services/common/metrics.py);
+* ``metrics + traces 1 %`` and ``100 %``: OpenTelemetry's SDK exporting over OTLP to a
+  loopback sink that accepts and drops every batch (parent-based ratio sampling, the
+  ``OTEL_*`` variables a deployment sets).
+
+GetMovie is called directly on the replica (no Envoy), closed loop, by the benchmark's
+load generator; the figure is successful calls per second, and the ratio to ``bare``.
+Only loopback is used; it stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import pathlib
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from bench import seed
+from bench.loadgen import LoadPlan, run_load
+from bench.processes import postgres_databases, start_cinema_serve
+from bench.scenarios import GetMovieGrpc
+from bench.target import Target
+from services.common.auth import ensure_keypair
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "bare": {"CINEMA_METRICS_ADDR": "off"},
+    "metrics": {},
+    "metrics + traces 1 %": {"OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "metrics + traces 100 %": {"OTEL_TRACES_SAMPLER_ARG": "1.0"},
+}
+
+
+class _DropSink(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP receiver that accepts every export and keeps nothing."""
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _sink() -> tuple[grpc.Server, int]:
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_DropSink(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.telemetry", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--postgres-url", default=None, help="server URL (default: loopback)")
+    args = parser.parse_args(argv)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
+    _, public_key = ensure_keypair(work / "keys")
+    sink, sink_port = _sink()
+    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    with postgres_databases(["movie"], args.postgres_url) as (_, urls):
+        base = {
+            "DATABASE_URL": urls["movie"],
+            "CINEMA_JWT_PUBLIC_KEY_FILE": str(public_key),
+            "CAST_SERVICE_ADDR": "127.0.0.1:1",  # GetMovie's basic view asks no peer
+        }
+        children = {}
+        try:
+            for name, extra in VARIANTS.items():
+                env = {**base, **extra}
+                if "OTEL_TRACES_SAMPLER_ARG" in extra:
+                    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
+                    env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+                children[name] = start_cinema_serve(
+                    "movie", env, work, name=name.replace(" ", "").replace("%", "pct")
+                )
+            ids = tuple(seed.seed_movies(urls["movie"], 1000, ()))
+            plan = LoadPlan(concurrency=args.concurrency, duration=args.duration, warmup=2.0)
+            names = list(VARIANTS)
+            for round_number in range(args.rounds):
+                order = names[round_number % len(names) :] + names[: round_number % len(names)]
+                for name in order:
+                    target = Target("127.0.0.1", children[name].port)
+                    result = run_load(GetMovieGrpc(target, ids), plan)
+                    results[name].append(result.throughput)
+                    print(f"round {round_number + 1} {name:<24} {result.throughput:8.0f}/s")
+        finally:
+            for child in children.values():
+                child.stop(timeout=5)
+            sink.stop(0)
+    bare = statistics.median(results["bare"])
+    print("\nvariant                   calls/s (median)   vs bare")
+    for name, values in results.items():
+        median = statistics.median(values)
+        print(f"{name:<24} {median:14.0f}   {median / bare:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
