@@ -124,6 +124,9 @@ RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
 #: Client addresses whose buckets Envoy keeps per limited route (least recently used go).
 RATE_LIMIT_CLIENTS = 10000
 
+#: Set on every call to a service: see services/common/context.py (CALL_ID_METADATA).
+CALL_ID_HEADER = "x-cinema-call-id"
+
 BUFFER_FILTER = "envoy.filters.http.buffer"
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
@@ -238,6 +241,10 @@ class Topology:
     listen_address: str = "0.0.0.0"  # noqa: S104 - the gateway is the public entry point
     listen_port: int = LISTEN_PORT
     admin_port: int = ADMIN_PORT
+    #: Where Envoy sends its spans (OTLP/gRPC); None: no tracing.
+    otlp: Endpoint | None = None
+    #: Share of client requests Envoy starts a trace for; the services follow its choice.
+    trace_sampling_percent: float = 100.0
 
     def __post_init__(self) -> None:
         endpoints = {key: tuple(value) for key, value in self.endpoints.items()}
@@ -273,6 +280,8 @@ def container_topology(descriptor_set: str = CONTAINER_DESCRIPTOR_SET) -> Topolo
         endpoints={key: (Endpoint(key, CONTAINER_SERVICE_PORT),) for key in SERVICES},
         discovery=Discovery.STRICT_DNS,
         descriptor_set=descriptor_set,
+        # docker-compose.yml's Jaeger all-in-one takes OTLP/gRPC on 4317.
+        otlp=Endpoint("jaeger", 4317),
     )
 
 
@@ -286,6 +295,8 @@ def local_topology(
     admin_port: int = ADMIN_PORT,
     descriptor_set: str | pathlib.Path = REPO_DESCRIPTOR_SET,
     host: str = "127.0.0.1",
+    otlp_port: int | None = None,
+    trace_sampling_percent: float = 100.0,
 ) -> Topology:
     """A topology of replicas listening on ``host`` (loopback), as ``cinema up`` runs them.
 
@@ -304,6 +315,8 @@ def local_topology(
         listen_address=listen_address,
         listen_port=listen_port,
         admin_port=admin_port,
+        otlp=None if otlp_port is None else Endpoint("127.0.0.1", otlp_port),
+        trace_sampling_percent=trace_sampling_percent,
     )
 
 
@@ -347,6 +360,21 @@ REPEATABLE_WRITES: Mapping[str, RepeatableWrite] = MappingProxyType(
             "a repeat with the same request_id returns the first attempt and never charges again",
             "request_id",
         ),
+        # The service finds the first resource by the gateway's call id (x-cinema-call-id,
+        # set once per client call below and kept on Envoy's retries of it), or by the
+        # client's own request_id when it retries across calls.
+        **{
+            f"/cinema.v1.{service}/Create{resource}": RepeatableWrite(
+                "a repeat of one call, or with the same request_id, returns the first "
+                f"{resource.lower()}",
+                "request_id",
+            )
+            for service, resource in (
+                ("MovieService", "Movie"),
+                ("CastService", "Cast"),
+                ("UserService", "User"),
+            )
+        },
         # Login changes nothing that is stored; a repeat only signs a second token, which
         # the caller never sees. Should logins ever be counted (lockout), remove it here.
         "/cinema.v1.UserService/Login": RepeatableWrite("changes no stored state"),
@@ -414,6 +442,7 @@ def render(
                 ),
                 _sidecar_cluster(SIDECAR_GRPC_CLUSTER, topology.sidecar_grpc_port, http2=True),
                 _sidecar_cluster(SIDECAR_HTTP_CLUSTER, topology.sidecar_http_port, http2=False),
+                *([_otlp_cluster(topology.otlp, topology.discovery)] if topology.otlp else []),
             ],
         },
         # Without a limit Envoy accepts connections until it runs out of file descriptors.
@@ -496,6 +525,7 @@ def _http_connection_manager(topology: Topology, *, rate_limits: bool) -> dict[s
             "initial_connection_window_size": 1048576,
         },
         "access_log": [_access_log()],
+        **({"tracing": _tracing(topology)} if topology.otlp else {}),
         "local_reply_config": _local_reply_config(),
         "route_config": {
             "name": "cinema",
@@ -600,6 +630,7 @@ def _routes(*, rate_limits: bool = True) -> list[dict[str, Any]]:
                 "name": path.lstrip("/"),
                 "match": {"path": path},
                 "route": _route_action(key, retry_class(method)),
+                "request_headers_to_add": _call_id_header(),
             }
             if rate_limits and path in RATE_LIMITS:
                 route["typed_per_filter_config"] = {
@@ -614,6 +645,7 @@ def _routes(*, rate_limits: bool = True) -> list[dict[str, Any]]:
                 "name": f"{service}/*",
                 "match": {"prefix": f"/{service}/"},
                 "route": _route_action(key, RetryClass.UNSENT_ONLY),
+                "request_headers_to_add": _call_id_header(),
             }
         )
     routes += [
@@ -690,6 +722,21 @@ def _method_not_allowed(
                 }
             ],
             "typed_per_filter_config": _disabled(*disable),
+        }
+    ]
+
+
+def _call_id_header() -> list[dict[str, Any]]:
+    # One id per client call, the same on every retry of it, whatever the client sent:
+    # the services make a repeated create return the first (RequestContext.call_id).
+    # The downstream start time makes it unique even when a client reuses x-request-id.
+    return [
+        {
+            "header": {
+                "key": CALL_ID_HEADER,
+                "value": "%REQ(X-REQUEST-ID)%.%START_TIME(%s.%6f)%",
+            },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
         }
     ]
 
@@ -852,6 +899,42 @@ def _service_cluster(
         },
     }
     return cluster
+
+
+OTLP_CLUSTER = "otlp"
+
+
+def _tracing(topology: Topology) -> dict[str, Any]:
+    return {
+        # Envoy decides for a request without a sampled traceparent; the services are
+        # parent-based, so the whole trace follows this choice.
+        "random_sampling": {"value": topology.trace_sampling_percent},
+        # A span for each upstream try beside the downstream one: retries show.
+        "spawn_upstream_span": True,
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
+                "service_name": "envoy",
+            },
+        },
+    }
+
+
+def _otlp_cluster(otlp: Endpoint, discovery: Discovery) -> dict[str, Any]:
+    return {
+        "name": OTLP_CLUSTER,
+        "type": discovery.value if not _is_ip(otlp.host) else "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": _http_protocol_options(http2=True),
+        "load_assignment": {
+            "cluster_name": OTLP_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(otlp.host, otlp.port)}}]}
+            ],
+        },
+    }
 
 
 def _sidecar_cluster(name: str, port: int, *, http2: bool) -> dict[str, Any]:
@@ -1026,6 +1109,7 @@ def _access_log() -> dict[str, Any]:
                 "json_format": {
                     "time": "%START_TIME%",
                     "request_id": "%REQ(X-REQUEST-ID)%",
+                    "trace_id": "%TRACE_ID%",
                     # What the client sent; for JSON calls `rpc` is the transcoded gRPC path.
                     "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
                     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",

@@ -10,6 +10,10 @@
   up``, readable, then follow them (see :mod:`services.logs_follow`).
 * ``cinema gateway-sidecar``: reflection and ``/healthz`` for the gateway
   (see :mod:`gateway.sidecar`).
+* ``cinema trace [TRACE_ID] [--list] [--data-dir DIR]``: a trace that ``cinema up
+  --traces`` kept, as a waterfall, or the recent ones (see :mod:`services.trace_view`).
+* ``cinema trace-store [--data-dir DIR] [--port N]``: the OTLP receiver that keeps them
+  (see :mod:`services.trace_store`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1", help="address of the public port (0.0.0.0: all)"
     )
     up.add_argument(
+        "--traces", action="store_true",
+        help="keep the spans of Envoy and every service locally (see `cinema trace`)",
+    )  # fmt: skip
+    up.add_argument(
         "--database-url", action="append", default=[], metavar="SERVICE=URL",
         help="run SERVICE on this SQLAlchemy URL (repeat per service)",
     )  # fmt: skip
@@ -68,7 +76,42 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--no-follow", action="store_true", help="print the history and exit")
     # Listed for --help; its arguments are parsed by gateway.sidecar itself (see main).
     commands.add_parser("gateway-sidecar", help="the gateway's reflection and /healthz companion")
+    _add_trace_commands(commands)
     return parser
+
+
+def _add_trace_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trace = commands.add_parser(
+        "trace",
+        help="print a trace kept by `cinema up --traces` as a waterfall",
+        description="One trace, one line per span under its parent: start, duration, a bar "
+        "placing it in the trace, ERROR, service and name. Without TRACE_ID the latest "
+        "trace with an error among the last 20, else the slowest of them.",
+    )
+    trace.add_argument("trace_id", nargs="?", default=None, metavar="TRACE_ID")
+    trace.add_argument("--data-dir", default="cinema-data", help="as given to `cinema up`")
+    trace.add_argument("--list", action="store_true", help="list the recent traces instead")
+    trace.add_argument(
+        "-n", "--limit", type=int, default=20, metavar="N",
+        help="traces --list shows (default 20)",
+    )  # fmt: skip
+    store = commands.add_parser(
+        "trace-store",
+        help="receive OTLP traces and keep them for `cinema trace`",
+        description="An OTLP/gRPC receiver on 127.0.0.1 that keeps spans in "
+        "DATA_DIR/traces (rotated at --max-file-bytes, one old file kept); logs "
+        "'... listening on port N' once bound. SIGTERM or SIGINT stops it.",
+    )
+    store.add_argument("--data-dir", default="cinema-data", help="as given to `cinema up`")
+    store.add_argument(
+        "--port", type=int, default=4317,
+        help="port to bind on 127.0.0.1 (default 4317, OTLP's; 0: any free one)",
+    )  # fmt: skip
+    store.add_argument(
+        "--max-file-bytes", type=int, default=20 * 1024 * 1024, metavar="N",
+        help="rotate spans.jsonl past this size (default 20 MiB)",
+    )  # fmt: skip
+    store.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
 
 
 def _exit_now(status: int) -> None:
@@ -132,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 database_urls=urls,
                 listen_address=args.listen,
                 grace_seconds=grace_seconds,
+                traces=args.traces,
             )
             raise SystemExit(launcher.run(options))
         elif args.command == "logs":
@@ -147,6 +191,34 @@ def main(argv: Sequence[str] | None = None) -> None:
                     follow=not args.no_follow,
                 )
             )
+        elif args.command == "trace":
+            import os
+            import pathlib
+
+            from services import trace_view
+
+            raise SystemExit(
+                trace_view.main(
+                    pathlib.Path(args.data_dir),
+                    args.trace_id,
+                    list_traces=args.list,
+                    limit=args.limit,
+                    colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
+                )
+            )
+        elif args.command == "trace-store":
+            import pathlib
+
+            from services import trace_store
+            from services.common import logs
+
+            if args.max_file_bytes < 1:
+                raise SettingsError("--max-file-bytes must be positive")
+            logs.configure("trace-store", log_format=args.log_format)
+            status = trace_store.serve(
+                pathlib.Path(args.data_dir), port=args.port, max_file_bytes=args.max_file_bytes
+            )
+            _exit_now(status)
 
     except SettingsError as error:
         print(f"cinema: configuration error: {error}", file=sys.stderr)

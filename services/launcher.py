@@ -147,6 +147,8 @@ class Child:
     ports: tuple[int, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    #: Stopped after every other child has exited (the trace store).
+    stop_last: bool = False
     _port_seen: threading.Event = field(default_factory=threading.Event)
     _log_copied: threading.Event = field(default_factory=threading.Event)
     _log_start: int = 0
@@ -262,6 +264,8 @@ class Options:
     database_urls: Mapping[str, str] = field(default_factory=dict)
     listen_address: str = "127.0.0.1"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    #: Run a local trace store and send every span to it (``cinema up --traces``).
+    traces: bool = False
 
 
 def balancing_from_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -417,6 +421,7 @@ class System:
         self.logs = self.data_dir / "logs"
         self.log_path = self.logs / "launcher.log"
         self.children: list[Child] = []
+        self._otlp_port: int | None = None
         self.stopping = threading.Event()
         self._lock_file: IO[str] | None = None
         self._log_handler: logging.Handler | None = None
@@ -484,11 +489,39 @@ class System:
         )
         for variable in ("CAST_SERVICE_ADDR", "MOVIE_SERVICE_ADDR", "USER_SERVICE_ADDR"):
             env.pop(variable, None)  # peers go through this system's own gateway
+        if self._otlp_port is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{self._otlp_port}"
         if service in self.options.database_urls:
             env["DATABASE_URL"] = self.options.database_urls[service]
         if service == "user":
             env["CINEMA_JWT_PRIVATE_KEY_FILE"] = str(private_key)
         return env
+
+    def _start_trace_store(self, cinema: str) -> int:
+        """``cinema trace-store`` on a free loopback port; the port. It stops last."""
+        store = Child(
+            name="trace-store",
+            argv=[cinema, "trace-store", "--data-dir", str(self.data_dir), "--port", "0",
+                  "--log-format", "json"],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            log_path=self.logs / "trace-store.log",
+            ports_pattern=_SERVICE_PORT,
+            stop_last=True,
+        )  # fmt: skip
+        self.children.append(store)
+        store.start()
+        (port,) = store.wait_ports(_START_TIMEOUT, self.stopping)
+        self.say(f"  started trace-store on 127.0.0.1:{port} (spans in {self.data_dir}/traces)")
+        return port
+
+    def _envoy_otlp_port(self) -> int | None:
+        """Where Envoy sends its spans: the local trace store, or the port of a loopback
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` the services export to as well."""
+        if self._otlp_port is not None:
+            return self._otlp_port
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        found = re.fullmatch(r"(?:https?://)?(?:127\.0\.0\.1|localhost):(\d+)/?", endpoint)
+        return int(found.group(1)) if found else None
 
     def start(self) -> None:
         from gateway import envoy_config
@@ -502,6 +535,7 @@ class System:
             f"data in {self.data_dir})"
         )
         self._prepare_databases()
+        self._otlp_port = self._start_trace_store(cinema) if self.options.traces else None
         sidecar = Child(
             name="sidecar",
             argv=[
@@ -551,6 +585,7 @@ class System:
             listen_address=self.options.listen_address,
             listen_port=self.options.port,
             admin_port=self.options.admin_port,
+            otlp_port=self._envoy_otlp_port(),
         )
         config_path = self.data_dir / "envoy.yaml"
         try:
@@ -713,11 +748,17 @@ class System:
         """SIGTERM to everything (gateway first, so no new calls arrive), then SIGKILL to
         whatever still runs ``sigkill_delay`` later."""
         self.stopping.set()
-        for child in reversed(self.children):
-            child.signal(signal.SIGTERM)
+        # The trace store last: the services send their last spans as they stop.
+        order = [c for c in reversed(self.children) if not c.stop_last]
+        order += [c for c in reversed(self.children) if c.stop_last]
+        for child in order:
+            if not child.stop_last:
+                child.signal(signal.SIGTERM)
         began = time.monotonic()
         deadline = began + sigkill_delay(self.options.grace_seconds)
-        for child in reversed(self.children):
+        for child in order:
+            if child.stop_last:
+                child.signal(signal.SIGTERM)
             if child.process is None:
                 continue
             try:

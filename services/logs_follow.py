@@ -37,7 +37,7 @@ from typing import IO, Any
 from services.common.settings import SERVICES
 
 # Processes of `cinema up` besides the replicas (each has DATA_DIR/logs/NAME.log).
-OTHER_PROCESSES = ("envoy", "sidecar", "launcher")
+OTHER_PROCESSES = ("envoy", "sidecar", "trace-store", "launcher")
 LEVEL_WIDTH = len("WARNING")
 _MIN_NAME_WIDTH = len("launcher")
 _READ_CHUNK = 1 << 20

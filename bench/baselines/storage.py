@@ -47,6 +47,10 @@ _movies = MovieBase.metadata.tables[MovieRow.__tablename__]
 _movie_genres = MovieBase.metadata.tables[MovieGenreRow.__tablename__]
 _movie_casts = MovieBase.metadata.tables[MovieCastRow.__tablename__]
 _casts = CastBase.metadata.tables[CastRow.__tablename__]
+# The baseline reads the resource's own columns, not Cinema's idempotency bookkeeping.
+_BOOKKEEPING = ("request_key", "request_hash")
+_movie_columns = [c for c in _movies.c if c.name not in _BOOKKEEPING]
+_cast_columns = [c for c in _casts.c if c.name not in _BOOKKEEPING]
 
 _MOVIE_COLUMNS = (
     "id, title, plot, genres, cast_ids, price_currency, price_amount_minor, "
@@ -233,10 +237,10 @@ class AsyncpgCasts:
 
 # --- SQLAlchemy 2 async (asyncpg underneath) -----------------------------------------------------
 
-_GET_MOVIE = select(_movies).where(_movies.c.id == bindparam("movie_id"))
-_FIRST_MOVIES = select(_movies).order_by(_movies.c.id).limit(bindparam("limit"))
+_GET_MOVIE = select(*_movie_columns).where(_movies.c.id == bindparam("movie_id"))
+_FIRST_MOVIES = select(*_movie_columns).order_by(_movies.c.id).limit(bindparam("limit"))
 _MOVIES_AFTER = (
-    select(_movies)
+    select(*_movie_columns)
     .where(_movies.c.id > bindparam("after"))
     .order_by(_movies.c.id)
     .limit(bindparam("limit"))
@@ -244,11 +248,11 @@ _MOVIES_AFTER = (
 _INSERT_MOVIE = insert(_movies)
 _INSERT_MOVIE_GENRES = insert(_movie_genres)
 _INSERT_MOVIE_CASTS = insert(_movie_casts)
-_GET_CAST = select(_casts).where(_casts.c.id == bindparam("cast_id"))
-_MANY_CASTS = select(_casts).where(_casts.c.id.in_(bindparam("ids", expanding=True)))
-_FIRST_CASTS = select(_casts).order_by(_casts.c.id).limit(bindparam("limit"))
+_GET_CAST = select(*_cast_columns).where(_casts.c.id == bindparam("cast_id"))
+_MANY_CASTS = select(*_cast_columns).where(_casts.c.id.in_(bindparam("ids", expanding=True)))
+_FIRST_CASTS = select(*_cast_columns).order_by(_casts.c.id).limit(bindparam("limit"))
 _CASTS_AFTER = (
-    select(_casts)
+    select(*_cast_columns)
     .where(_casts.c.id > bindparam("after"))
     .order_by(_casts.c.id)
     .limit(bindparam("limit"))

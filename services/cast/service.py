@@ -1,4 +1,8 @@
-"""Use cases of the cast service. Each one is one transaction; errors are domain errors."""
+"""Use cases of the cast service. Each one is one transaction; errors are domain errors.
+
+CreateCast is idempotent (:mod:`services.common.idempotency`): a repeat with the same key
+answers the first cast member.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,18 @@ from services.cast.repository import CastUnitOfWork
 from services.common import pagination
 from services.common.batch import check_batch_ids, in_request_order
 from services.common.clock import Clock, utc_now
+from services.common.context import RequestContext
 from services.common.errors import NotFound, Violations, require_id
+from services.common.idempotency import RequestRecord, create_once, fingerprint, request_key
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
 
 UnitOfWorkFactory = Callable[..., CastUnitOfWork]
+
+
+def _request_hash(clean: CastFields) -> str:
+    """The fingerprint of a CreateCast: its fields as they would be stored."""
+    return fingerprint({"name": clean.name, "nationality": clean.nationality})
 
 
 class CastService:
@@ -24,16 +35,30 @@ class CastService:
         self._uow = uow
         self._clock = clock
 
-    def create_cast(self, fields: CastFields) -> Cast:
+    def create_cast(
+        self, fields: CastFields, context: RequestContext, *, request_id: str = ""
+    ) -> Cast:
+        """A new cast member; on a repeat of the create (same ``request_id``, or the
+        gateway's retry of the same call), the cast member the first one made."""
         violations = Violations()
         clean = check_fields(fields, "cast", violations)
+        key = request_key(request_id, context.call_id, violations)
         violations.raise_if_any()
-        now = self._clock()
-        cast = Cast(new_id(), clean.name, clean.nationality, now, now)
-        with self._uow() as uow:
-            uow.casts.add(cast)
-            uow.commit()
-        return cast
+        record = RequestRecord(key, _request_hash(clean)) if key else None
+
+        def create() -> Cast:
+            now = self._clock()
+            cast = Cast(new_id(), clean.name, clean.nationality, now, now)
+            with self._uow() as uow:
+                uow.casts.add(cast, record)
+                uow.commit()
+            return cast
+
+        return create_once(record, "cast", find=self._find_by_request_key, create=create)
+
+    def _find_by_request_key(self, key: str) -> tuple[Cast, str] | None:
+        with self._uow(read_only=True) as uow:
+            return uow.casts.find_by_request_key(key)
 
     def get_cast(self, cast_id: str) -> Cast:
         require_id(cast_id, "id")

@@ -12,6 +12,7 @@ from google.protobuf import empty_pb2
 from cinema.v1 import cast_pb2, cast_pb2_grpc
 from services.cast.domain import Cast, CastFields
 from services.cast.service import CastService
+from services.common.interceptors import current_request
 from services.common.wire import populated_fields, timestamp
 
 
@@ -39,7 +40,9 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
     def CreateCast(
         self, request: cast_pb2.CreateCastRequest, context: grpc.ServicerContext
     ) -> cast_pb2.Cast:
-        cast = self._service.create_cast(_fields(request.cast))
+        cast = self._service.create_cast(
+            _fields(request.cast), current_request(), request_id=request.request_id
+        )
         return cast_to_proto(cast)
 
     def GetCast(

@@ -15,7 +15,8 @@ import time
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+import sqlalchemy
+from sqlalchemy import Connection, Engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from services.common.errors import Unavailable
@@ -54,7 +55,7 @@ def make_engine(url: str, *, pool_size: int = 4, autocommit: bool = False) -> En
         database = make_url(url).database
         if database and database != ":memory:":
             pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
+        engine = sqlalchemy.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
@@ -64,7 +65,7 @@ def make_engine(url: str, *, pool_size: int = 4, autocommit: bool = False) -> En
         _configure_sqlite(engine)
         return engine
     if autocommit:
-        return create_engine(
+        return sqlalchemy.create_engine(
             url,
             pool_size=pool_size,
             max_overflow=0,
@@ -73,7 +74,7 @@ def make_engine(url: str, *, pool_size: int = 4, autocommit: bool = False) -> En
             isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None,
         )
-    return create_engine(
+    return sqlalchemy.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
@@ -159,13 +160,11 @@ class EnginePools:
             if self._autocommit is not None
             else read_engine
         )
-        from services.common import metrics, tracing  # they pull in grpc; db alone does not
+        from services.common import metrics  # it pulls in grpc; db alone does not
 
         metrics.watch_pool("transactions", engine)
-        tracing.trace_engine(engine)
         if self._autocommit is not None:
             metrics.watch_pool("reads", self._autocommit)
-            tracing.trace_engine(self._autocommit)
 
     def close(self) -> None:
         """Close every pooled connection."""

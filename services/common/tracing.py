@@ -13,7 +13,8 @@ What is traced, once :func:`configure` ran:
   continues the caller's W3C ``traceparent``);
 * every peer call (its client interceptor on :class:`services.common.peers.PeerChannel`),
   so a buy is one trace through Envoy, order, user and movie;
-* every SQLAlchemy statement (``opentelemetry-instrumentation-sqlalchemy`` on each engine).
+* every SQLAlchemy statement (``opentelemetry-instrumentation-sqlalchemy`` on every engine
+  made after :func:`configure`).
   Movie's GetMovie runs its prepared statement on the raw driver cursor, past SQLAlchemy,
   and has no statement span.
 """
@@ -26,7 +27,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from sqlalchemy import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +50,61 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the default.
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service})
-    # With OTEL_TRACES_SAMPLER unset the SDK would sample every root; say so explicitly.
-    sampler = None if env.get("OTEL_TRACES_SAMPLER") else ParentBased(TraceIdRatioBased(1.0))
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    provider = TracerProvider(resource=resource, sampler=_sampler(env))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    # Every engine made from now on gets a span per statement. It wraps
+    # sqlalchemy.create_engine, which services.common.db looks up at each call for this.
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    # Its declared range ends below SQLAlchemy 2.1, which it works with (the events it uses
+    # are unchanged); the e2e trace test checks the statement spans arrive.
+    SQLAlchemyInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     _enabled = True
     logger.info("exporting traces over OTLP to %s", _endpoint(env))
     return True
+
+
+def _sampler(env: Mapping[str, str]) -> Any:
+    """Parent-based ratio sampling (``OTEL_TRACES_SAMPLER_ARG``, 1.0 by default) whose
+    roots are served calls only.
+
+    A span with a sampled parent (the gateway's, or a caller's traceparent) is kept, the
+    others follow the ratio if they serve a call, and everything else that would start a
+    trace of its own is dropped: the database health ping each second, migrations at
+    start. Another ``OTEL_TRACES_SAMPLER`` is the SDK's to build, as the variable says.
+    """
+    from opentelemetry.sdk.trace.sampling import (
+        Decision,
+        ParentBased,
+        Sampler,
+        SamplingResult,
+        TraceIdRatioBased,
+    )
+    from opentelemetry.trace import SpanKind
+
+    name = env.get("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    if name != "parentbased_traceidratio":
+        return None  # the SDK reads the variables itself
+    ratio = TraceIdRatioBased(float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1.0))
+
+    class ServedCallRoots(Sampler):
+        def should_sample(self, parent_context: Any, trace_id: int, name: str,
+                          kind: Any = None, attributes: Any = None, links: Any = None,
+                          trace_state: Any = None) -> SamplingResult:  # fmt: skip
+            if kind is not SpanKind.SERVER:
+                return SamplingResult(Decision.DROP)
+            return ratio.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+
+        def get_description(self) -> str:
+            return f"ServedCallRoots{{{ratio.get_description()}}}"
+
+    return ParentBased(root=ServedCallRoots())
 
 
 def _endpoint(env: Mapping[str, str]) -> str:
@@ -82,9 +125,10 @@ def server_interceptors() -> list[grpc.ServerInterceptor]:  # type: ignore[type-
     """The server interceptor that starts a span per call (none when tracing is off)."""
     if not _enabled:
         return []
-    from opentelemetry.instrumentation.grpc import server_interceptor
+    from opentelemetry.instrumentation.grpc import filters, server_interceptor
 
-    return [server_interceptor()]  # type: ignore[no-untyped-call]
+    # Envoy's health check of every replica each second would be a trace each.
+    return [server_interceptor(filter_=filters.negate(filters.health_check()))]  # type: ignore[no-untyped-call]
 
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
@@ -98,13 +142,22 @@ def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     return traced
 
 
-def trace_engine(engine: Engine) -> None:
-    """A span per statement run on ``engine``."""
-    if not _enabled:
-        return
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+def record_status(code: grpc.StatusCode, message: str = "") -> None:
+    """Mark the current (server) span with the call's final code: ERROR for any failed call.
 
-    SQLAlchemyInstrumentor().instrument(engine=engine, enable_commenter=False)
+    The instrumentation sees codes set through ``context.set_code``, not the
+    ``abort_with_status`` the error mapping uses; the metrics interceptor, which sees every
+    final code, reports it here. Any non-OK code is an error (the operator's question is
+    "which calls failed"), also where the semantic conventions leave client errors unset.
+    """
+    if not _enabled or code is grpc.StatusCode.OK:
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
+
+    span = trace.get_current_span()
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    span.set_status(Status(StatusCode.ERROR, f"{code.name}: {message}"[:256]))
 
 
 def current_ids() -> tuple[str, str] | None:

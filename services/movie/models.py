@@ -3,14 +3,23 @@
 Genres and cast ids live twice on purpose: as JSON on the movie row, so reading a movie is
 one primary-key lookup, and in two narrow indexed tables, so ListMovies can filter by
 genre or cast id. Both are written in the same transaction.
+
+``request_key`` and ``request_hash`` make CreateMovie idempotent
+(:mod:`services.common.idempotency`): the unique index lets one movie per key in, across
+replicas. Both are NULL for a movie created without a key, and NULLs never collide in a
+unique index (PostgreSQL and SQLite alike).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
+
+REQUEST_KEY_INDEX = "uq_movies_request_key"
 
 
 class Base(DeclarativeBase):
@@ -19,6 +28,7 @@ class Base(DeclarativeBase):
 
 class MovieRow(Base):
     __tablename__ = "movies"
+    __table_args__ = (Index(REQUEST_KEY_INDEX, "request_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
@@ -29,6 +39,8 @@ class MovieRow(Base):
     price_amount_minor: Mapped[int] = mapped_column(BigInteger)
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_MAX))
+    request_hash: Mapped[str | None] = mapped_column(String(REQUEST_HASH_LENGTH))
 
 
 class MovieGenreRow(Base):

@@ -1,4 +1,8 @@
-"""Persistence of movies: the repository protocol and its SQLAlchemy implementation."""
+"""Persistence of movies: the repository protocol and its SQLAlchemy implementation.
+
+Movies are read without their ``request_key`` and ``request_hash``: only CreateMovie's
+idempotency check needs them (:meth:`SqlAlchemyMovieRepository.find_by_request_key`).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,32 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 
 from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
 from services.common.errors import Unavailable
+from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
 from services.common.money import Money
 from services.movie.domain import Movie
-from services.movie.models import Base, MovieCastRow, MovieGenreRow, MovieRow
+from services.movie.models import (
+    REQUEST_KEY_INDEX,
+    Base,
+    MovieCastRow,
+    MovieGenreRow,
+    MovieRow,
+)
 
 
 class MovieRepository(Protocol):
-    def add(self, movie: Movie) -> None: ...
+    def add(self, movie: Movie, request: RequestRecord | None = None) -> None:
+        """Store a new movie, with the key and fingerprint of the create that made it;
+        :class:`DuplicateRequestKey` when another movie has that key."""
+        ...
+
+    def find_by_request_key(self, key: str) -> tuple[Movie, str] | None:
+        """The movie stored with the request key ``key`` and its request's fingerprint."""
+        ...
+
     def get(self, movie_id: str) -> Movie | None: ...
     def get_many(self, movie_ids: Sequence[str]) -> list[Movie]: ...
     def list_page(
@@ -36,13 +56,16 @@ class MovieUnitOfWork(UnitOfWork, Protocol):
 _movies = Base.metadata.tables[MovieRow.__tablename__]
 _genres = Base.metadata.tables[MovieGenreRow.__tablename__]
 _casts = Base.metadata.tables[MovieCastRow.__tablename__]
+# What a Movie is made of, in table order (see _to_domain): every column but the two
+# that only the idempotency check reads.
+_MOVIE_COLUMNS = [c for c in _movies.c if c.name not in ("request_key", "request_hash")]
 
 
 # GetMovie is the hot path. The statement is built once, so SQLAlchemy finds its compiled
 # form in the cache instead of rebuilding it per call; on PostgreSQL the same compiled SQL
 # runs straight on the pooled DBAPI cursor, which skips SQLAlchemy's per-execute work
 # (cache key, result processing): about a quarter of GetMovie's CPU (docs/benchmarks.md).
-_GET_MOVIE = select(_movies).where(_movies.c.id == bindparam("movie_id"))
+_GET_MOVIE = select(*_MOVIE_COLUMNS).where(_movies.c.id == bindparam("movie_id"))
 _GET_MOVIE_PSYCOPG2 = str(
     _GET_MOVIE.compile(dialect=postgresql.psycopg2.dialect())  # type: ignore[no-untyped-call]
 )
@@ -69,11 +92,17 @@ _DELETE_GENRES = delete(_genres).where(_genres.c.movie_id == bindparam("movie_id
 _DELETE_CASTS = delete(_casts).where(_casts.c.movie_id == bindparam("movie_id"))
 _DELETE_MOVIE = delete(_movies).where(_movies.c.id == bindparam("movie_id"))
 # BatchGetMovies (every CreateOrder prices its lines with it): any number of ids.
-_GET_MOVIES = select(_movies).where(_movies.c.id.in_(bindparam("movie_ids", expanding=True)))
+_GET_MOVIES = select(*_MOVIE_COLUMNS).where(
+    _movies.c.id.in_(bindparam("movie_ids", expanding=True))
+)
+# CreateMovie's idempotency check: the movie stored with a key, and its fingerprint last.
+_FIND_BY_REQUEST_KEY = select(*_MOVIE_COLUMNS, _movies.c.request_hash).where(
+    _movies.c.request_key == bindparam("request_key")
+)
 
 
 def _to_domain(row: Sequence[Any]) -> Movie:
-    """A movie from a row of ``_movies``' columns in table order (SQLAlchemy or DBAPI)."""
+    """A movie from a row of ``_MOVIE_COLUMNS`` (SQLAlchemy or DBAPI)."""
     movie_id, title, plot, genres, cast_ids, currency, amount, created, updated = row
     return Movie(
         id=movie_id,
@@ -116,11 +145,29 @@ class SqlAlchemyMovieRepository:
                 _INSERT_CASTS, [{"movie_id": movie.id, "cast_id": c} for c in movie.cast_ids]
             )
 
-    def add(self, movie: Movie) -> None:
-        self._connection.execute(
-            _INSERT_MOVIE, {"id": movie.id, "create_time": movie.create_time, **_columns(movie)}
-        )
+    def add(self, movie: Movie, request: RequestRecord | None = None) -> None:
+        try:
+            self._connection.execute(
+                _INSERT_MOVIE,
+                {
+                    "id": movie.id,
+                    "create_time": movie.create_time,
+                    "request_key": request.key.stored if request else None,
+                    "request_hash": request.request_hash if request else None,
+                    **_columns(movie),
+                },
+            )
+        except IntegrityError as error:
+            if is_unique_violation(
+                error, constraint=REQUEST_KEY_INDEX, column="movies.request_key"
+            ):
+                raise DuplicateRequestKey("movies.request_key") from error
+            raise
         self._write_links(movie)
+
+    def find_by_request_key(self, key: str) -> tuple[Movie, str] | None:
+        row = self._connection.execute(_FIND_BY_REQUEST_KEY, {"request_key": key}).first()
+        return (_to_domain(row[:-1]), row[-1]) if row else None
 
     def get(self, movie_id: str) -> Movie | None:
         if self._psycopg2:
@@ -152,7 +199,7 @@ class SqlAlchemyMovieRepository:
     def list_page(
         self, after_id: str | None, limit: int, *, genre: str | None, cast_id: str | None
     ) -> list[Movie]:
-        query = select(_movies).order_by(_movies.c.id).limit(limit)
+        query = select(*_MOVIE_COLUMNS).order_by(_movies.c.id).limit(limit)
         if after_id is not None:
             query = query.where(_movies.c.id > after_id)
         if genre is not None:

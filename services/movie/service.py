@@ -1,5 +1,10 @@
 """Use cases of the movie service. Each one is one transaction; checks against the cast
-service happen before the transaction opens, so a cast outage writes nothing."""
+service happen before the transaction opens, so a cast outage writes nothing.
+
+CreateMovie is idempotent (:mod:`services.common.idempotency`): a repeat with the same
+key answers the first movie from the database before the cast service is asked, so it
+succeeds even when the cast service is down.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from services.common.batch import check_batch_ids, in_request_order
 from services.common.clock import Clock, utc_now
 from services.common.context import RequestContext
 from services.common.errors import NotFound, Violations, require_id
+from services.common.idempotency import RequestRecord, create_once, fingerprint, request_key
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
 from services.movie.domain import (
@@ -28,6 +34,21 @@ from services.movie.domain import (
 from services.movie.repository import MovieUnitOfWork
 
 UnitOfWorkFactory = Callable[..., MovieUnitOfWork]
+
+
+def _request_hash(clean: MovieFields) -> str:
+    """The fingerprint of a CreateMovie: every field as it would be stored. Genres and cast
+    ids keep their order, which the movie keeps too."""
+    assert clean.price is not None  # check_fields requires it
+    return fingerprint(
+        {
+            "title": clean.title,
+            "plot": clean.plot,
+            "genres": list(clean.genres),
+            "cast_ids": list(clean.cast_ids),
+            "price": [clean.price.currency_code, clean.price.amount_minor],
+        }
+    )
 
 
 class CastDirectory(Protocol):
@@ -56,16 +77,30 @@ class MovieService:
         unknown_cast_violations(cast_ids, known, "movie", violations)
         violations.raise_if_any()
 
-    def create_movie(self, fields: MovieFields, context: RequestContext) -> Movie:
+    def create_movie(
+        self, fields: MovieFields, context: RequestContext, *, request_id: str = ""
+    ) -> Movie:
+        """A new movie; on a repeat of the create (same ``request_id``, or the gateway's
+        retry of the same call), the movie the first one made."""
         violations = Violations()
         clean = check_fields(fields, "movie", violations)
+        key = request_key(request_id, context.call_id, violations)
         violations.raise_if_any()
-        self._check_cast_ids(clean.cast_ids, context)
-        movie = Movie.new(new_id(), clean, self._clock())
-        with self._uow() as uow:
-            uow.movies.add(movie)
-            uow.commit()
-        return movie
+        record = RequestRecord(key, _request_hash(clean)) if key else None
+
+        def create() -> Movie:
+            self._check_cast_ids(clean.cast_ids, context)
+            movie = Movie.new(new_id(), clean, self._clock())
+            with self._uow() as uow:
+                uow.movies.add(movie, record)
+                uow.commit()
+            return movie
+
+        return create_once(record, "movie", find=self._find_by_request_key, create=create)
+
+    def _find_by_request_key(self, key: str) -> tuple[Movie, str] | None:
+        with self._uow(read_only=True) as uow:
+            return uow.movies.find_by_request_key(key)
 
     def get_movie(self, movie_id: str, view: MovieView, context: RequestContext) -> MovieWithCast:
         require_id(movie_id, "id")

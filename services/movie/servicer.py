@@ -73,7 +73,9 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
     def CreateMovie(
         self, request: movie_pb2.CreateMovieRequest, context: grpc.ServicerContext
     ) -> movie_pb2.Movie:
-        movie = self._service.create_movie(_fields(request.movie), current_request())
+        movie = self._service.create_movie(
+            _fields(request.movie), current_request(), request_id=request.request_id
+        )
         return movie_to_proto(movie)
 
     def GetMovie(

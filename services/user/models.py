@@ -3,16 +3,24 @@
 ``email`` keeps the address as the person typed it; ``email_key`` is its lower-cased copy
 and carries the unique constraint, so two registrations racing with ``Bob@x`` and
 ``bob@x`` are decided by the database, not by a check that both could pass.
+
+``request_key`` and ``request_hash`` make CreateUser idempotent
+(:mod:`services.common.idempotency`): the unique index lets one account per key in,
+across replicas. Both are NULL for an account created without a key (the first admin,
+say), and NULLs never collide in a unique index (PostgreSQL and SQLite alike).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import CheckConstraint, DateTime, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, DateTime, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
+
 EMAIL_KEY_CONSTRAINT = "uq_users_email_key"
+REQUEST_KEY_INDEX = "uq_users_request_key"
 
 
 class Base(DeclarativeBase):
@@ -24,6 +32,7 @@ class UserRow(Base):
     __table_args__ = (
         UniqueConstraint("email_key", name=EMAIL_KEY_CONSTRAINT),
         CheckConstraint("role IN ('user', 'admin')", name="ck_users_role"),
+        Index(REQUEST_KEY_INDEX, "request_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -36,3 +45,5 @@ class UserRow(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_MAX))
+    request_hash: Mapped[str | None] = mapped_column(String(REQUEST_HASH_LENGTH))

@@ -2,9 +2,11 @@
 
 Core statements on one connection (:class:`~services.common.db.CoreUnitOfWork`), executed
 at once, so a duplicate email surfaces inside :meth:`SqlAlchemyUserRepository.add` or
-``save`` as :class:`~services.user.domain.EmailTaken`, where the use case can still react
-to it. The statements of hot paths (GetUser, which every CreateOrder makes, and Login) are
-built once at module level.
+``save`` as :class:`~services.user.domain.EmailTaken`, and a duplicate request key inside
+``add`` as :class:`~services.common.idempotency.DuplicateRequestKey`, where the use case
+can still react to them. The statements of hot paths (GetUser, which every CreateOrder
+makes, and Login) are built once at module level. Accounts are read without their
+``request_key`` and ``request_hash``: only CreateUser's idempotency check needs them.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.context import Role
 from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
+from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
 from services.user.domain import EmailTaken, User, email_key
-from services.user.models import Base, UserRow
+from services.user.models import EMAIL_KEY_CONSTRAINT, REQUEST_KEY_INDEX, Base, UserRow
 
 
 class UserRepository(Protocol):
-    def add(self, user: User) -> None:
-        """Store a new account; :class:`EmailTaken` when its email is in use."""
+    def add(self, user: User, request: RequestRecord | None = None) -> None:
+        """Store a new account, with the key and fingerprint of the create that made it;
+        :class:`EmailTaken` when its email is in use, :class:`DuplicateRequestKey` when
+        another account has that key (a duplicate of both may be reported as either)."""
+        ...
+
+    def find_by_request_key(self, key: str) -> tuple[User, str] | None:
+        """The account stored with the request key ``key`` and its request's fingerprint."""
         ...
 
     def get(self, user_id: str, *, for_update: bool = False) -> User | None:
@@ -61,10 +70,17 @@ class UserUnitOfWork(UnitOfWork, Protocol):
 
 
 _users = Base.metadata.tables[UserRow.__tablename__]
+# What a User is made of, in table order (see _to_domain): every column but the two that
+# only the idempotency check reads.
+_USER_COLUMNS = [c for c in _users.c if c.name not in ("request_key", "request_hash")]
 
-_GET = select(_users).where(_users.c.id == bindparam("user_id"))
+_GET = select(*_USER_COLUMNS).where(_users.c.id == bindparam("user_id"))
 _GET_FOR_UPDATE = _GET.with_for_update()
-_GET_BY_EMAIL = select(_users).where(_users.c.email_key == bindparam("email_key"))
+_GET_BY_EMAIL = select(*_USER_COLUMNS).where(_users.c.email_key == bindparam("email_key"))
+# CreateUser's idempotency check: the account stored with a key, its fingerprint last.
+_FIND_BY_REQUEST_KEY = select(*_USER_COLUMNS, _users.c.request_hash).where(
+    _users.c.request_key == bindparam("request_key")
+)
 _INSERT = insert(_users)
 _ADMIN_EXISTS = select(exists().where(_users.c.role == Role.ADMIN.value))
 # FOR UPDATE on PostgreSQL (SQLite's write transactions are serial already): two admins
@@ -80,7 +96,7 @@ _LOCK_ADMIN_IDS = (
 
 
 def _to_domain(row: Sequence[Any]) -> User:
-    """An account from a row of ``_users``' columns in table order."""
+    """An account from a row of ``_USER_COLUMNS``."""
     user_id, email, _email_key, display_name, role, password_hash, created, updated = row
     return User(
         id=user_id,
@@ -99,9 +115,10 @@ def _constraint_error(error: IntegrityError) -> Exception:
     Raised ``from None``: the driver's message lists the statement's parameters, the
     password hash among them, and a chained exception may end up in a log.
     """
-    # PostgreSQL names the constraint, SQLite the column; both mention "email_key".
-    if "email_key" in str(error.orig):
+    if is_unique_violation(error, constraint=EMAIL_KEY_CONSTRAINT, column="users.email_key"):
         return EmailTaken()
+    if is_unique_violation(error, constraint=REQUEST_KEY_INDEX, column="users.request_key"):
+        return DuplicateRequestKey("users.request_key")
     return RuntimeError(f"a users constraint failed ({type(error.orig).__name__})")
 
 
@@ -122,13 +139,24 @@ class SqlAlchemyUserRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
-    def add(self, user: User) -> None:
+    def add(self, user: User, request: RequestRecord | None = None) -> None:
         try:
             self._connection.execute(
-                _INSERT, {"id": user.id, "create_time": user.create_time, **_columns(user)}
+                _INSERT,
+                {
+                    "id": user.id,
+                    "create_time": user.create_time,
+                    "request_key": request.key.stored if request else None,
+                    "request_hash": request.request_hash if request else None,
+                    **_columns(user),
+                },
             )
         except IntegrityError as error:
             raise _constraint_error(error) from None
+
+    def find_by_request_key(self, key: str) -> tuple[User, str] | None:
+        row = self._connection.execute(_FIND_BY_REQUEST_KEY, {"request_key": key}).first()
+        return (_to_domain(row[:-1]), row[-1]) if row else None
 
     def get(self, user_id: str, *, for_update: bool = False) -> User | None:
         query = _GET_FOR_UPDATE if for_update else _GET
@@ -140,7 +168,7 @@ class SqlAlchemyUserRepository:
         return _to_domain(row) if row else None
 
     def list_page(self, after_id: str | None, limit: int) -> list[User]:
-        query = select(_users).order_by(_users.c.id).limit(limit)
+        query = select(*_USER_COLUMNS).order_by(_users.c.id).limit(limit)
         if after_id is not None:
             query = query.where(_users.c.id > after_id)
         return [_to_domain(r) for r in self._connection.execute(query)]

@@ -19,6 +19,10 @@ Decisions a client can observe:
   LAST_ADMIN): nobody could manage the shop afterwards.
 * Login gives the same UNAUTHENTICATED (reason INVALID_CREDENTIALS, same message) for an
   unknown email and for a wrong password, after the same argon2 work.
+* CreateUser is idempotent (:mod:`services.common.idempotency`): a repeat with the same
+  key answers the first account, without hashing the password again. The fingerprint
+  leaves the password out (see :func:`_request_hash`), so a repeat that changed only the
+  password answers the first account, with the first password.
 
 argon2 is deliberately slow, so hashes are computed before a write transaction opens
 (SQLite has one writer at a time). The one verification that needs the stored hash, the
@@ -48,12 +52,14 @@ from services.common.errors import (
     Violations,
     require_id,
 )
+from services.common.idempotency import RequestRecord, create_once, fingerprint, request_key
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
 from services.user.domain import (
     EMAIL_MAX,
     PASSWORD_MAX,
     UPDATABLE_FIELDS,
+    CheckedFields,
     EmailTaken,
     User,
     UserFields,
@@ -87,6 +93,20 @@ def _bad_credentials() -> Unauthenticated:
     return Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
 
 
+def _request_hash(clean: CheckedFields) -> str:
+    """The fingerprint of a CreateUser: the account's fields as they would be stored, but
+    not the password.
+
+    The fingerprint is stored in the clear beside the account, and a sha256 of a password
+    is an unsalted hash that anyone who reads the table can test guesses against at
+    billions a second: the salted, slow argon2 hash must stay the only trace of it. Email
+    and display name are in the row anyway, so their fingerprint tells nothing new.
+    """
+    return fingerprint(
+        {"email": clean.email, "display_name": clean.display_name, "role": clean.role.value}
+    )
+
+
 def _keep_an_admin(admin_ids: Sequence[str], user_id: str) -> None:
     """Refuse to remove the admin role from ``user_id`` when it is the only admin."""
     if list(admin_ids) == [user_id]:
@@ -111,8 +131,16 @@ class UserService:
         self._tokens = tokens
         self._clock = clock
 
-    def create_user(self, fields: UserFields) -> User:
-        """Register an account with ROLE_USER; EmailTaken when the email is in use."""
+    def create_user(
+        self,
+        fields: UserFields,
+        context: RequestContext | None = None,
+        *,
+        request_id: str = "",
+    ) -> User:
+        """Register an account with ROLE_USER; EmailTaken when the email is in use. On a
+        repeat of the create (same ``request_id``, or the gateway's retry of the same call),
+        the account the first one made. ``context`` is None outside a call."""
         violations = Violations()
         clean = check_fields(fields, "user", violations)
         if clean.role is not Role.USER:
@@ -120,23 +148,36 @@ class UserService:
                 "user.role",
                 "registration always gives ROLE_USER; an admin changes roles with UpdateUser",
             )
+        key = request_key(request_id, context.call_id if context else None, violations)
         violations.raise_if_any()
-        password_hash = self._passwords.hash(clean.password)
-        now = self._clock()
-        user = User(
-            id=new_id(),
-            email=clean.email,
-            display_name=clean.display_name,
-            role=Role.USER,
-            password_hash=password_hash,
-            create_time=now,
-            update_time=now,
+        record = RequestRecord(key, _request_hash(clean)) if key else None
+
+        def create() -> User:
+            password_hash = self._passwords.hash(clean.password)
+            now = self._clock()
+            user = User(
+                id=new_id(),
+                email=clean.email,
+                display_name=clean.display_name,
+                role=Role.USER,
+                password_hash=password_hash,
+                create_time=now,
+                update_time=now,
+            )
+            with self._uow() as uow:
+                # Two registrations of one email at once: the unique constraint decides.
+                uow.users.add(user, record)
+                uow.commit()
+            return user
+
+        # Registration is open to anyone, so a reused key does not tell whose account it made.
+        return create_once(
+            record, "user", find=self._find_by_request_key, create=create, reveal_id=False
         )
-        with self._uow() as uow:
-            # Two registrations of one email at once: the unique constraint decides.
-            uow.users.add(user)
-            uow.commit()
-        return user
+
+    def _find_by_request_key(self, key: str) -> tuple[User, str] | None:
+        with self._uow(read_only=True) as uow:
+            return uow.users.find_by_request_key(key)
 
     def get_user(self, user_id: str, context: RequestContext) -> User:
         """The account: the caller's own, or any for an admin."""

@@ -62,7 +62,9 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def CreateUser(
         self, request: user_pb2.CreateUserRequest, context: grpc.ServicerContext
     ) -> user_pb2.User:
-        user = self._service.create_user(_fields(request.user))
+        user = self._service.create_user(
+            _fields(request.user), current_request(), request_id=request.request_id
+        )
         return user_to_proto(user)
 
     def GetUser(

@@ -94,7 +94,11 @@ class RunningSystem:
 
 
 def start_system(
-    data_dir: pathlib.Path, *, replicas: int = 2, extra_env: Mapping[str, str] | None = None
+    data_dir: pathlib.Path,
+    *,
+    replicas: int = 2,
+    extra_env: Mapping[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> RunningSystem:
     port, admin_port = free_port(), free_port()
     env = {
@@ -112,7 +116,7 @@ def start_system(
     }
     process = subprocess.Popen(
         [tool("cinema"), "up", "--port", str(port), "--admin-port", str(admin_port),
-         "--replicas", str(replicas), "--data-dir", str(data_dir)],
+         "--replicas", str(replicas), "--data-dir", str(data_dir), *extra_args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     system = RunningSystem(process, port, admin_port, data_dir)

@@ -20,6 +20,7 @@ from services.common.errors import (
     Unauthenticated,
     Violations,
 )
+from services.common.idempotency import RequestRecord
 from services.common.settings import Argon2Parameters
 from services.user.domain import (
     EmailTaken,
@@ -143,10 +144,13 @@ class MemoryUsers:
         key = email_key(user.email)
         return any(email_key(u.email) == key and u.id != user.id for u in self.rows.values())
 
-    def add(self, user: User) -> None:
+    def add(self, user: User, request: RequestRecord | None = None) -> None:
         if self._taken(user):
             raise EmailTaken()
         self.rows[user.id] = user
+
+    def find_by_request_key(self, key: str) -> tuple[User, str] | None:
+        return None  # these tests make no keyed creates
 
     def get(self, user_id: str, *, for_update: bool = False) -> User | None:
         return self.rows.get(user_id)
