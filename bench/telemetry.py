@@ -66,11 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--postgres-url", default=None, help="server URL (default: loopback)")
+    parser.add_argument(
+        "--only", action="append", choices=list(VARIANTS), help="measure these (repeat)"
+    )
     args = parser.parse_args(argv)
+    variants = {name: VARIANTS[name] for name in args.only or VARIANTS}
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
     _, public_key = ensure_keypair(work / "keys")
     sink, sink_port = _sink()
-    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    results: dict[str, list[float]] = {name: [] for name in variants}
     with postgres_databases(["movie"], args.postgres_url) as (_, urls):
         base = {
             "DATABASE_URL": urls["movie"],
@@ -79,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         children = {}
         try:
-            for name, extra in VARIANTS.items():
+            for name, extra in variants.items():
                 env = {**base, **extra}
                 if "OTEL_TRACES_SAMPLER_ARG" in extra:
                     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
@@ -89,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             ids = tuple(seed.seed_movies(urls["movie"], 1000, ()))
             plan = LoadPlan(concurrency=args.concurrency, duration=args.duration, warmup=2.0)
-            names = list(VARIANTS)
+            names = list(variants)
             for round_number in range(args.rounds):
                 order = names[round_number % len(names) :] + names[: round_number % len(names)]
                 for name in order:
@@ -101,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for child in children.values():
                 child.stop(timeout=5)
             sink.stop(0)
-    bare = statistics.median(results["bare"])
-    print("\nvariant                   calls/s (median)   vs bare")
+    first = next(iter(results))
+    bare = statistics.median(results[first])
+    print(f"\nvariant                   calls/s (median)   vs {first}")
     for name, values in results.items():
         median = statistics.median(values)
         print(f"{name:<24} {median:14.0f}   {median / bare:7.2f}")
