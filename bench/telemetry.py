@@ -18,6 +18,7 @@ Only loopback is used; it stops by itself.
 from __future__ import annotations
 
 import argparse
+import html
 import concurrent.futures
 import pathlib
 import statistics
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=list(VARIANTS), help="measure these (repeat)"
     )
+    parser.add_argument("--svg", type=pathlib.Path, help="write a bar chart of the medians here")
     args = parser.parse_args(argv)
     variants = {name: VARIANTS[name] for name in args.only or VARIANTS}
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
@@ -108,10 +110,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = next(iter(results))
     bare = statistics.median(results[first])
     print(f"\nvariant                   calls/s (median)   vs {first}")
-    for name, values in results.items():
-        median = statistics.median(values)
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    for name, median in medians.items():
         print(f"{name:<24} {median:14.0f}   {median / bare:7.2f}")
+    if args.svg:
+        args.svg.write_text(_svg(medians, f"GetMovie direct, {args.rounds} rounds, median"))
+        print(f"wrote {args.svg}")
     return 0
+
+
+def _svg(medians: dict[str, float], subtitle: str) -> str:
+    """Horizontal bars of calls per second, labelled with the ratio to the first."""
+    first = next(iter(medians.values()))
+    top = max(medians.values())
+    rows = []
+    for index, (name, value) in enumerate(medians.items()):
+        y = 50 + index * 30
+        width = 360 * value / top
+        rows.append(
+            f'<text x="10" y="{y + 13}" font-size="12">{html.escape(name)}</text>'
+            f'<rect x="190" y="{y}" width="{width:.1f}" height="18" fill="#2f6db5"/>'
+            f'<text x="{196 + width:.1f}" y="{y + 13}" font-size="12">'
+            f"{value:.0f}/s ({value / first:.2f})</text>"
+        )
+    height = 60 + 30 * len(medians)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="680" height="{height}" '
+        'font-family="sans-serif">'
+        '<text x="10" y="20" font-size="14" font-weight="bold">What telemetry costs GetMovie'
+        f'</text><text x="10" y="38" font-size="11">{html.escape(subtitle)}</text>'
+        + "".join(rows)
+        + "</svg>\n"
+    )
 
 
 if __name__ == "__main__":

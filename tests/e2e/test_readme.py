@@ -4,8 +4,9 @@ Every fenced ``sh`` block of README.md runs, in order, in one new bash shell in 
 repository, the way a newcomer pastes them into a second terminal while ``scripts/up``
 runs in the first; the ``python`` block runs with the venv's interpreter. ``console``
 blocks are commands that cannot run here (``scripts/up`` itself, a Kubernetes cluster,
-the ten-minute benchmark). The only change made to the text is the port: the system under
-test listens on a free port, not 8080.
+the ten-minute benchmark). The only changes made to the text are the port and the data
+directory: the system under test listens on a free port, not 8080, with its data in a
+temporary directory, not ``cinema-data``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def _new_shell_env() -> dict[str, str]:
 
 
 def test_every_shell_block_runs_as_written(readme_system: RunningSystem) -> None:
-    script = "\n".join(blocks("sh")).replace("localhost:8080", f"localhost:{readme_system.port}")
+    script = (
+        "\n".join(blocks("sh"))
+        .replace("localhost:8080", f"localhost:{readme_system.port}")
+        .replace("cinema-data/", f"{readme_system.data_dir}/")
+    )
     assert "grpcurl" in script and "curl" in script
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
