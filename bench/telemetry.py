@@ -18,8 +18,8 @@ Only loopback is used; it stops by itself.
 from __future__ import annotations
 
 import argparse
-import html
 import concurrent.futures
+import html
 import pathlib
 import statistics
 import sys
