@@ -134,3 +134,14 @@ def test_settings_require_keys_and_paired_admin_credentials(tmp_path: pathlib.Pa
     env = _env(tmp_path, CINEMA_JWT_PRIVATE_KEY_FILE=str(private))
     with pytest.raises(SettingsError, match="CINEMA_ADMIN_PASSWORD"):
         Settings.from_env("user", {**env, "CINEMA_ADMIN_EMAIL": "admin@example.com"})
+
+
+def test_without_an_otlp_endpoint_nothing_is_traced_or_exported() -> None:
+    from services.common import tracing
+
+    assert tracing.configure("movie", environ={"OTEL_SERVICE_NAME": "x"}) is False
+    assert tracing.enabled() is False
+    assert tracing.server_interceptors() == []
+    assert tracing.current_ids() is None
+    tracing.record_status(grpc.StatusCode.INTERNAL, "no span, no error")
+    tracing.shutdown()
