@@ -14,6 +14,7 @@ assertion shows the traceback the service logged for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -55,10 +56,12 @@ FORBIDDEN = {
 # (grpc.max_metadata_size, grpc.absolute_max_metadata_size); Envoy has limits of its own.
 # An error's message and details travel in its trailers: they must fit, whatever the input.
 TRAILER_BUDGET = 8 * 1024
-# Examples per RPC: about 25 RPCs on a 2-core machine, the SQLite run within ~30 s.
-REQUEST_EXAMPLES = 120
-BYTES_EXAMPLES = 20
-TOKEN_EXAMPLES = 60
+# Examples per RPC: about 25 RPCs on a 2-core machine, the SQLite run within ~30 s. The
+# long profile (docs/fuzzing.md) multiplies them: CINEMA_FUZZ_SCALE=40.
+_SCALE = max(1, int(os.environ.get("CINEMA_FUZZ_SCALE", "1")))
+REQUEST_EXAMPLES = 120 * _SCALE
+BYTES_EXAMPLES = 20 * _SCALE
+TOKEN_EXAMPLES = 60 * _SCALE
 FUZZ = settings(
     deadline=None,  # a call's cost is the server's, and TIMEOUT bounds it
     derandomize=True,
