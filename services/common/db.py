@@ -165,6 +165,11 @@ class EnginePools:
         metrics.watch_pool("transactions", engine)
         if self._autocommit is not None:
             metrics.watch_pool("reads", self._autocommit)
+        #: Observers of the wait for a connection: (reads, transactions).
+        self.wait = (
+            metrics.POOL_WAIT.labels("reads" if self._autocommit is not None else "transactions"),
+            metrics.POOL_WAIT.labels("transactions"),
+        )
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -204,12 +209,15 @@ class CoreUnitOfWork:
     def __init__(self, pools: EnginePools, *, read_only: bool = False) -> None:
         self._engine = pools.single_statement_read if read_only else pools.engine
         self._read_only = read_only
+        self._wait = pools.wait[0 if read_only else 1]
 
     def _bind(self, connection: Connection) -> None:  # pragma: no cover - overridden
         """Create the repositories on ``connection``."""
 
     def __enter__(self) -> Self:
+        started = time.perf_counter()
         self.connection = self._engine.connect()
+        self._wait.observe(time.perf_counter() - started)
         if not self._read_only:
             self.connection.begin()
         self._bind(self.connection)

@@ -5,8 +5,8 @@
   duration), recorded by :class:`MetricsInterceptor`, the outermost interceptor, so calls
   refused by authorization or by a bad request are counted with their code too.
 * ``cinema_db_pool_connections{pool, state}``: connections of each SQLAlchemy pool that are
-  ``checked_out`` (in use) or ``idle``, beside ``cinema_db_pool_size{pool}``; a pool that is
-  always fully checked out is where calls wait.
+  ``checked_out`` (in use) or ``idle``, beside ``cinema_db_pool_size{pool}``, and
+  ``cinema_db_pool_wait_seconds{pool}``, how long units of work waited for a connection.
 * ``process_*`` (CPU seconds, resident memory, open files) and ``python_gc_*`` from
   prometheus-client's default collectors.
 
@@ -40,6 +40,14 @@ RPC_DURATION = prometheus_client.Histogram(
     "cinema_rpc_server_duration_seconds",
     "Time to answer one gRPC call, by service, method and status code.",
     ["service", "method", "code"],
+    buckets=_BUCKETS,
+)
+
+
+POOL_WAIT = prometheus_client.Histogram(
+    "cinema_db_pool_wait_seconds",
+    "Time a unit of work waited for a connection from its pool (a new one included).",
+    ["pool"],
     buckets=_BUCKETS,
 )
 

@@ -218,4 +218,6 @@ def test_metrics_count_each_call_by_method_and_code(movie_process: ServiceProces
     assert after[key] == before + 3
     assert after[key.replace("NOT_FOUND", "INVALID_ARGUMENT")] >= 1
     assert after['cinema_db_pool_size{pool="transactions"}'] >= 1
+    waits = [v for k, v in after.items() if k.startswith("cinema_db_pool_wait_seconds_count")]
+    assert sum(waits) >= 3, "each call's unit of work waited for its connection"
     assert after["process_resident_memory_bytes"] > 0
