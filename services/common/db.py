@@ -216,7 +216,13 @@ class CoreUnitOfWork:
 
     def __enter__(self) -> Self:
         started = time.perf_counter()
-        self.connection = self._engine.connect()
+        try:
+            self.connection = self._engine.connect()
+        except exc.OperationalError as error:
+            # No connection could be made: the server is down, restarting or out of reach.
+            # Found by restarting PostgreSQL under load (tests/e2e/test_database_restart.py):
+            # this surfaced as INTERNAL, outside __exit__'s mapping.
+            raise Unavailable("the database is unavailable") from error
         self._wait.observe(time.perf_counter() - started)
         if not self._read_only:
             self.connection.begin()
@@ -252,5 +258,13 @@ def _is_connectivity(error: exc.DBAPIError) -> bool:
     message = str(error.orig).lower()
     return any(
         marker in message
-        for marker in ("could not connect", "connection refused", "server closed", "terminating")
+        for marker in (
+            "could not connect",
+            "connection refused",
+            "server closed",
+            "terminating",
+            # A server shutting down or starting up ("the database system is ...").
+            "shutting down",
+            "starting up",
+        )
     )
