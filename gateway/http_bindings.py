@@ -64,24 +64,7 @@ def _rules(options: descriptor_pb2.MethodOptions) -> Iterator[http_pb2.HttpRule]
 
 def bindings() -> Iterator[HttpBinding]:
     """Every HTTP binding of every Cinema RPC, in contract order."""
-    for module in FILES:
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                options = method.GetOptions()
-                access = options.Extensions[access_pb2.access]
-                for rule in _rules(options):
-                    verb = rule.WhichOneof("pattern")
-                    if verb not in _VERBS:
-                        continue
-                    yield HttpBinding(
-                        service=service,
-                        method=method,
-                        verb=verb.upper(),
-                        path=getattr(rule, verb),
-                        body=rule.body,
-                        response_body=rule.response_body,
-                        access=access,
-                    )
+    return bindings_in(module.DESCRIPTOR for module in FILES)
 
 
 def methods_by_path() -> dict[str, tuple[str, ...]]:
