@@ -6,6 +6,7 @@ Raised by domain and service code; turned into canonical gRPC status codes with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.common.ids import id_problem
@@ -38,6 +39,11 @@ class DomainError(Exception):
         self.metadata = dict(metadata or {})
 
 
+def summarize(violations: Sequence[FieldViolation]) -> str:
+    """Field violations in one line: ``field: description; ...``."""
+    return "; ".join(f"{v.field}: {v.description}" for v in violations)
+
+
 class InvalidArgument(DomainError):
     """The request is malformed; ``violations`` says which fields and why."""
 
@@ -50,8 +56,7 @@ class InvalidArgument(DomainError):
         *,
         reason: str | None = None,
     ) -> None:
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-        super().__init__(message or f"invalid request: {summary}", reason=reason)
+        super().__init__(message or f"invalid request: {summarize(violations)}", reason=reason)
         self.violations = list(violations)
 
 

@@ -98,7 +98,7 @@ def to_rpc_status(error: errors.DomainError) -> status_pb2.Status:
             _pack(error_details_pb2.BadRequest(field_violations=_violations(error.violations)))
         )
         if len(error.violations) > MAX_VIOLATIONS and message.startswith("invalid request: "):
-            shown = "; ".join(f"{v.field}: {v.description}" for v in error.violations[:3])
+            shown = errors.summarize(error.violations[:3])
             message = f"invalid request: {shown}; and {len(error.violations) - 3} more"
     return status_pb2.Status(
         code=code.value[0], message=_clip(message, _MAX_MESSAGE), details=details
