@@ -218,9 +218,9 @@ class TracingInterceptor(_WrappingInterceptor):
     call, sampled or not, which cost GetMovie about 30 % of its throughput at 1 % sampling
     (``python -m bench.telemetry``, docs/benchmarks.md). Here the handler is wrapped once
     per method and an unsampled call costs one context extraction and a non-recording
-    span. The final status code is set by :class:`services.common.metrics.MetricsInterceptor`
-    (``tracing.record_status``), which sees every code. Health checks (Envoy's, each second)
-    start no span.
+    span. The span's status is the call's final code, read from the servicer context once
+    the inner interceptors are done (``tracing.record_status``). Health checks (Envoy's,
+    each second) start no span.
     """
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
@@ -232,6 +232,8 @@ class TracingInterceptor(_WrappingInterceptor):
         tracer = trace.get_tracer("cinema.server")
         service, _, name = method.lstrip("/").rpartition("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        from services.common.tracing import record_status
+
         extract = propagate.extract
 
         def traced(request: Any, context: grpc.ServicerContext) -> Any:
@@ -244,6 +246,10 @@ class TracingInterceptor(_WrappingInterceptor):
                 record_exception=False,
                 set_status_on_exception=False,
             ):
-                return behavior(request, context)
+                try:
+                    return behavior(request, context)
+                finally:
+                    code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+                    record_status(code, context.details() or "")  # type: ignore[attr-defined]
 
         return traced

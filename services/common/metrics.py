@@ -28,7 +28,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
 
-from services.common import tracing
 from services.common.interceptors import Behavior, _WrappingInterceptor
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,6 @@ class MetricsInterceptor(_WrappingInterceptor):
                 return behavior(request, context)
             finally:
                 code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
-                tracing.record_status(code, context.details() or "")  # type: ignore[attr-defined]
                 child = children.get(code)
                 if child is None:
                     child = RPC_DURATION.labels(service, name, code.name)

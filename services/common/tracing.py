@@ -144,10 +144,10 @@ def traced_channel(channel: grpc.Channel) -> grpc.Channel:
 def record_status(code: grpc.StatusCode, message: str = "") -> None:
     """Mark the current (server) span with the call's final code: ERROR for any failed call.
 
-    The instrumentation sees codes set through ``context.set_code``, not the
-    ``abort_with_status`` the error mapping uses; the metrics interceptor, which sees every
-    final code, reports it here. Any non-OK code is an error (the operator's question is
-    "which calls failed"), also where the semantic conventions leave client errors unset.
+    Called by :class:`services.common.interceptors.TracingInterceptor` once the call is
+    done, with the code the servicer context holds (``abort_with_status`` included). Any
+    non-OK code is an error (the operator's question is "which calls failed"), also where
+    the semantic conventions leave client errors unset.
     """
     if not _enabled or code is grpc.StatusCode.OK:
         return
