@@ -165,10 +165,10 @@ class EnginePools:
         metrics.watch_pool("transactions", engine)
         if self._autocommit is not None:
             metrics.watch_pool("reads", self._autocommit)
-        #: Observers of the wait for a connection: (reads, transactions).
-        self.wait = (
-            metrics.POOL_WAIT.labels("reads" if self._autocommit is not None else "transactions"),
-            metrics.POOL_WAIT.labels("transactions"),
+        #: Where units of work report their wait for a connection, by the pool they use.
+        self.write_wait = metrics.POOL_WAIT.labels("transactions")
+        self.read_wait = (
+            metrics.POOL_WAIT.labels("reads") if self._autocommit is not None else self.write_wait
         )
 
     def close(self) -> None:
@@ -209,7 +209,7 @@ class CoreUnitOfWork:
     def __init__(self, pools: EnginePools, *, read_only: bool = False) -> None:
         self._engine = pools.single_statement_read if read_only else pools.engine
         self._read_only = read_only
-        self._wait = pools.wait[0 if read_only else 1]
+        self._wait = pools.read_wait if read_only else pools.write_wait
 
     def _bind(self, connection: Connection) -> None:  # pragma: no cover - overridden
         """Create the repositories on ``connection``."""
