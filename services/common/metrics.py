@@ -2,8 +2,8 @@
 
 * ``cinema_rpc_server_duration_seconds{service, method, code}``: a histogram of every call
   (RED in one metric: ``_count`` by code is the rate and the errors, the buckets the
-  duration), recorded by :class:`MetricsInterceptor`, the outermost interceptor, so calls
-  refused by authorization or by a bad request are counted with their code too.
+  duration), recorded by :class:`MetricsInterceptor` outside error mapping and
+  authorization, so calls refused by either are counted with their code too.
 * ``cinema_db_pool_connections{pool, state}``: connections of each SQLAlchemy pool that are
   ``checked_out`` (in use) or ``idle``, beside ``cinema_db_pool_size{pool}``, and
   ``cinema_db_pool_wait_seconds{pool}``, how long units of work waited for a connection.

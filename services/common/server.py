@@ -94,7 +94,9 @@ class CinemaServer:
             interceptors=[
                 # Outermost: the span covers the call as the client sees it.
                 *tracing.server_interceptors(),
-                MetricsInterceptor(),
+                # Counted only where someone can read the counts (CINEMA_METRICS_ADDR=off:
+                # no /metrics, and no work per call for it either).
+                *([MetricsInterceptor()] if metrics_address else []),
                 ErrorMappingInterceptor(),
                 AuthorizationInterceptor(verifier),
             ],

@@ -126,7 +126,7 @@ class Settings:
 def _metrics_address(env: _Env) -> str:
     """``CINEMA_METRICS_ADDR``: where /metrics listens. Loopback by default (``cinema up``
     scrapes it there); a container sets ``0.0.0.0:9464`` for a Prometheus beside it;
-    ``off`` serves none."""
+    ``off`` serves none and counts nothing (no metrics interceptor)."""
     value = env.text("CINEMA_METRICS_ADDR", "127.0.0.1:0")
     if value == "off":
         return ""
