@@ -51,6 +51,7 @@ from grpc_reflection.v1alpha import reflection
 from cinema.v1 import cast_pb2, movie_pb2, order_pb2, user_pb2  # noqa: F401
 from gateway import pages
 from gateway.envoy_config import ADMIN_PORT, SERVICES, SIDECAR_GRPC_PORT, SIDECAR_HTTP_PORT
+from gateway.events_health import EventsHealth
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +125,13 @@ def _routable(health_status: Mapping[str, Any]) -> bool:
     return health_status.get("eds_health_status", "HEALTHY") in _ROUTABLE_EDS_STATUSES
 
 
-def healthz_document(services: Sequence[ServiceHealth]) -> dict[str, Any]:
-    """The ``/healthz`` body; lowerCamelCase like the rest of the JSON API."""
-    return {
+def healthz_document(
+    services: Sequence[ServiceHealth], events: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``/healthz`` body; lowerCamelCase like the rest of the JSON API. ``events`` (the
+    broker's state, :mod:`gateway.events_health`) is reported, never counted: the status
+    follows the services alone."""
+    document: dict[str, Any] = {
         "status": "SERVING" if all(s.serving for s in services) else "NOT_SERVING",
         "services": {
             s.service: {
@@ -137,6 +142,9 @@ def healthz_document(services: Sequence[ServiceHealth]) -> dict[str, Any]:
             for s in services
         },
     }
+    if events is not None:
+        document["events"] = dict(events)
+    return document
 
 
 class _HttpHandler(http.server.BaseHTTPRequestHandler):
@@ -183,7 +191,8 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         # Asked fresh on every request: /healthz must not lag behind Envoy.
-        document = healthz_document(fetch_service_health(self.server.admin_url))
+        events = self.server.events.snapshot() if self.server.events is not None else None
+        document = healthz_document(fetch_service_health(self.server.admin_url), events)
         status = 200 if document["status"] == "SERVING" else 503
         body = json.dumps(document).encode()
         self.send_response(status)
@@ -229,6 +238,7 @@ class _HttpServer(http.server.ThreadingHTTPServer):
         super().__init__(address, _HttpHandler)
         self.admin_url = admin_url
         self.site = site
+        self.events: EventsHealth | None = None
 
 
 class _HealthStatuses(Protocol):
@@ -294,6 +304,7 @@ class GatewaySidecar:
         http_server: _HttpServer,
         admin_url: str,
         poll_interval: float,
+        events: EventsHealth | None = None,
     ) -> None:
         self.grpc_port = grpc_port
         self.http_port: int = http_server.server_address[1]
@@ -305,6 +316,8 @@ class GatewaySidecar:
         self._http_thread: threading.Thread | None = None
         self._poller: asyncio.Task[None] | None = None
         self._admin_unreachable = False
+        self._events = events
+        http_server.events = events
 
     async def start(self) -> None:
         """Serve reflection and health over gRPC, /healthz over HTTP, and follow Envoy."""
@@ -320,6 +333,8 @@ class GatewaySidecar:
         )
         self._http_thread.start()
         self._poller = asyncio.create_task(self._follow_envoy(), name="follow-envoy")
+        if self._events is not None:
+            self._events.start()
         # services.launcher reads the ports from this line: keep its wording.
         logger.info(
             "gateway sidecar serving gRPC on %d, /healthz on %d, reading %s",
@@ -334,6 +349,8 @@ class GatewaySidecar:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._events is not None:
+            await self._events.stop()
         if self._http_thread is not None:
             await asyncio.to_thread(self._http_server.shutdown)
         self._http_server.server_close()
@@ -378,13 +395,15 @@ def build(
     http_port: int = SIDECAR_HTTP_PORT,
     poll_interval: float = 1.0,
     site: pages.Site | None = None,
+    nats_url: str = "",
 ) -> GatewaySidecar:
     """Bind the sidecar's two ports (0 picks free ones) and return it, not yet started.
 
     Call it inside a running event loop (grpc.aio needs one). ``admin_url`` is Envoy's admin
     API, e.g. ``http://127.0.0.1:9901``. The bound ports are ``.grpc_port`` and ``.http_port``.
     ``site`` is what the HTTP port serves besides /healthz (default: the shop, /docs, and
-    the OpenAPI document at :func:`gateway.pages.default_openapi_file`).
+    the OpenAPI document at :func:`gateway.pages.default_openapi_file`). ``nats_url``: the
+    broker whose state /healthz reports (none when empty).
     """
     # A second process must not silently share the port: grpcio enables SO_REUSEPORT.
     grpc_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -395,8 +414,9 @@ def build(
         [*SERVICES.values(), health.SERVICE_NAME, reflection.SERVICE_NAME], grpc_server
     )
     http_server = _HttpServer((host, http_port), admin_url, site or pages.Site.load())
+    events = EventsHealth(nats_url) if nats_url else None
     sidecar = GatewaySidecar(
-        grpc_server, bound_grpc_port, statuses, http_server, admin_url, poll_interval
+        grpc_server, bound_grpc_port, statuses, http_server, admin_url, poll_interval, events
     )
     health_pb2_grpc.add_HealthServicer_to_server(
         _GatewayHealth(statuses, sidecar.refresh), grpc_server
@@ -411,6 +431,7 @@ async def serve(
     grpc_port: int = SIDECAR_GRPC_PORT,
     http_port: int = SIDECAR_HTTP_PORT,
     openapi_file: pathlib.Path | None = None,
+    nats_url: str = "",
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT.
 
@@ -423,6 +444,7 @@ async def serve(
         grpc_port=grpc_port,
         http_port=http_port,
         site=pages.Site.load(openapi_file=openapi_file),
+        nats_url=nats_url,
     )
     await sidecar.start()
     print(json.dumps({"grpcPort": sidecar.grpc_port, "httpPort": sidecar.http_port}), flush=True)
@@ -467,6 +489,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the OpenAPI document served at /openapi.json (default %(default)s: "
         "$CINEMA_OPENAPI_FILE, else gen/openapi/ in a checkout, /etc/cinema/ in the image)",
     )
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get("NATS_URL", ""),
+        help="the NATS server whose state /healthz reports (default: $NATS_URL; none if unset)",
+    )
     parser.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -480,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             grpc_port=args.grpc_port,
             http_port=args.http_port,
             openapi_file=args.openapi_file,
+            nats_url=args.nats_url,
         )
     )
     return 0

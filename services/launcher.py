@@ -422,6 +422,7 @@ class System:
         self.log_path = self.logs / "launcher.log"
         self.children: list[Child] = []
         self._otlp_port: int | None = None
+        self._nats_url = ""
         self.stopping = threading.Event()
         self._lock_file: IO[str] | None = None
         self._log_handler: logging.Handler | None = None
@@ -489,6 +490,7 @@ class System:
         )
         for variable in ("CAST_SERVICE_ADDR", "MOVIE_SERVICE_ADDR", "USER_SERVICE_ADDR"):
             env.pop(variable, None)  # peers go through this system's own gateway
+        env["NATS_URL"] = self._nats_url
         if self._otlp_port is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{self._otlp_port}"
         if service in self.options.database_urls:
@@ -514,6 +516,30 @@ class System:
         self.say(f"  started trace-store on 127.0.0.1:{port} (spans in {self.data_dir}/traces)")
         return port
 
+    def _start_broker(self) -> str:
+        """The NATS URL the services use: ``NATS_URL`` when set, else a ``nats-server``
+        of this run's (JetStream store in the data dir; it stops after the services)."""
+        given = os.environ.get("NATS_URL", "").strip()
+        if given:
+            self.say(f"  using NATS at {given} (NATS_URL)")
+            return given
+        from services.common.events import broker
+
+        store = self.data_dir / "nats"
+        nats = Child(
+            name="nats",
+            argv=broker.server_argv(store),
+            env=dict(os.environ),
+            log_path=self.logs / "nats.log",
+            ports_pattern=broker.LISTENING,
+            stop_last=True,
+        )
+        self.children.append(nats)
+        nats.start()
+        (port,) = nats.wait_ports(_START_TIMEOUT, self.stopping)
+        self.say(f"  started nats     on 127.0.0.1:{port} (JetStream, events in {store})")
+        return f"nats://127.0.0.1:{port}"
+
     def _envoy_otlp_port(self) -> int | None:
         """Where Envoy sends its spans: the local trace store, or the port of a loopback
         ``OTEL_EXPORTER_OTLP_ENDPOINT`` the services export to as well."""
@@ -536,6 +562,7 @@ class System:
         )
         self._prepare_databases()
         self._otlp_port = self._start_trace_store(cinema) if self.options.traces else None
+        self._nats_url = self._start_broker()
         sidecar = Child(
             name="sidecar",
             argv=[
@@ -547,6 +574,8 @@ class System:
                 "0",
                 "--http-port",
                 "0",
+                "--nats-url",
+                self._nats_url,
                 "--log-format",
                 "json",
             ],

@@ -10,11 +10,14 @@ import functools
 import grpc
 
 from cinema.v1 import cast_pb2_grpc
+from services.cast.models import EVENTS
 from services.cast.repository import SqlAlchemyCastUnitOfWork
 from services.cast.service import CastService
 from services.cast.servicer import CastServicer
 from services.common import migrations
 from services.common.db import EnginePools, make_engine, ping
+from services.common.events.bus import build_runtime
+from services.common.events.store import EventLog
 from services.common.server import ServiceSpec
 from services.common.settings import Settings
 
@@ -25,7 +28,8 @@ def build(settings: Settings) -> ServiceSpec:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     migrations.upgrade(engine, "cast")
     sessions = EnginePools(engine)
-    service = CastService(functools.partial(SqlAlchemyCastUnitOfWork, sessions))
+    log = EventLog(EVENTS, enabled=settings.events_enabled)
+    service = CastService(functools.partial(SqlAlchemyCastUnitOfWork, sessions, events=log))
 
     def register(server: grpc.Server) -> None:
         cast_pb2_grpc.add_CastServiceServicer_to_server(CastServicer(service), server)
@@ -35,6 +39,7 @@ def build(settings: Settings) -> ServiceSpec:
         register=register,
         database_ping=functools.partial(ping, engine),
         close=sessions.close,
+        events=build_runtime(settings, log, sessions),  # it publishes; it handles nothing
     )
 
 

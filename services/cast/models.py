@@ -13,6 +13,7 @@ import datetime as dt
 from sqlalchemy import DateTime, Index, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.events import tables as event_tables
 from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
 REQUEST_KEY_INDEX = "uq_casts_request_key"
@@ -33,3 +34,7 @@ class CastRow(Base):
     update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_MAX))
     request_hash: Mapped[str | None] = mapped_column(String(REQUEST_HASH_LENGTH))
+
+
+#: The outbox and inbox (services.common.events.tables), like every service's.
+EVENTS = event_tables.define(Base.metadata)

@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from services.cast.domain import Cast
 from services.cast.models import REQUEST_KEY_INDEX, Base, CastRow
-from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
+from services.common.clock import as_utc
+from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from cinema.v1 import events_pb2
 from services.cast.domain import BATCH_MAX, UPDATABLE_FIELDS, Cast, CastFields, check_fields
 from services.cast.repository import CastUnitOfWork
 from services.common import pagination
@@ -102,6 +103,8 @@ class CastService:
         with self._uow() as uow:
             if not uow.casts.delete(cast_id):
                 raise NotFound("cast", cast_id)
+            # The movies that name it drop it when the movie service handles this.
+            uow.outbox.add(events_pb2.CastDeleted(cast_id=cast_id), self._clock())
             uow.commit()
 
     def batch_get_casts(self, cast_ids: Sequence[str]) -> list[Cast]:

@@ -11,3 +11,8 @@ Clock = Callable[[], dt.datetime]
 def utc_now() -> dt.datetime:
     """The current time, timezone-aware, in UTC: what every service stores."""
     return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite hands back naive ones)."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -7,7 +7,6 @@ queue on the busy timeout instead of failing when a reader upgrades to a writer.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import pathlib
 import sqlite3
@@ -20,15 +19,11 @@ from sqlalchemy import Connection, Engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from services.common.errors import Unavailable
+from services.common.events.store import EventLog, EventWriter, Inbox, Outbox, ReceiptWriter
 
 logger = logging.getLogger(__name__)
 
 _READ_ONLY = "cinema_read_only"
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """A stored timestamp as an aware UTC datetime (SQLite hands back naive ones)."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def is_sqlite(url: str) -> bool:
@@ -180,7 +175,13 @@ class EnginePools:
 
 class UnitOfWork(Protocol):
     """What a use case sees of a transaction: enter, commit, leave (rolling back what was
-    not committed). Each service's protocol adds its repository."""
+    not committed), and the events it stores (``outbox``) or applies (``inbox``). Each
+    service's protocol adds its repository."""
+
+    @property
+    def outbox(self) -> EventWriter: ...
+    @property
+    def inbox(self) -> ReceiptWriter: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -202,14 +203,22 @@ class CoreUnitOfWork:
     transaction; a read that needs one snapshot across statements needs REPEATABLE READ.)
     Subclasses build their repositories in :meth:`_bind`. Connectivity errors surface as
     :class:`Unavailable`.
+
+    ``outbox`` and ``inbox`` write events and event receipts in the same transaction
+    (:mod:`services.common.events`); a commit that stored events wakes the relay.
     """
 
     connection: Connection
+    outbox: Outbox
+    inbox: Inbox
 
-    def __init__(self, pools: EnginePools, *, read_only: bool = False) -> None:
+    def __init__(
+        self, pools: EnginePools, *, read_only: bool = False, events: EventLog | None = None
+    ) -> None:
         self._engine = pools.single_statement_read if read_only else pools.engine
         self._read_only = read_only
         self._wait = pools.read_wait if read_only else pools.write_wait
+        self._events = events
 
     def _bind(self, connection: Connection) -> None:  # pragma: no cover - overridden
         """Create the repositories on ``connection``."""
@@ -226,6 +235,8 @@ class CoreUnitOfWork:
         self._wait.observe(time.perf_counter() - started)
         if not self._read_only:
             self.connection.begin()
+            self.outbox = Outbox(self.connection, self._events)
+            self.inbox = Inbox(self.connection, self._events)
         self._bind(self.connection)
         return self
 
@@ -244,6 +255,9 @@ class CoreUnitOfWork:
 
     def commit(self) -> None:
         self.connection.commit()
+        if self.outbox.added and self._events is not None:
+            self.outbox.added = 0
+            self._events.committed()
 
 
 def raise_if_unavailable(error: BaseException | None) -> None:

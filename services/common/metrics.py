@@ -7,6 +7,14 @@
 * ``cinema_db_pool_connections{pool, state}``: connections of each SQLAlchemy pool that are
   ``checked_out`` (in use) or ``idle``, beside ``cinema_db_pool_size{pool}``, and
   ``cinema_db_pool_wait_seconds{pool}``, how long units of work waited for a connection.
+* Events (:mod:`services.common.events`): ``cinema_outbox_unsent_events`` and
+  ``cinema_outbox_lag_seconds`` (the age of the oldest unsent event), read by the relay at
+  each poll; ``cinema_events_published_total{event}``;
+  ``cinema_events_handled_total{consumer, event, outcome}`` (``applied``, ``duplicate``,
+  ``retried``, ``dead_lettered``); ``cinema_event_lag_seconds{consumer, event}``, a histogram
+  of the time from the change's commit to its effect's; ``cinema_consumer_pending_events
+  {consumer}`` (JetStream's count of events not yet delivered or not yet acked); and
+  ``cinema_events_broker_connected`` (1 or 0).
 * ``process_*`` (CPU seconds, resident memory, open files) and ``python_gc_*`` from
   prometheus-client's default collectors.
 
@@ -48,6 +56,40 @@ POOL_WAIT = prometheus_client.Histogram(
     "Time a unit of work waited for a connection from its pool (a new one included).",
     ["pool"],
     buckets=_BUCKETS,
+)
+
+
+OUTBOX_UNSENT = prometheus_client.Gauge(
+    "cinema_outbox_unsent_events", "Events in this service's outbox that are not published yet."
+)
+OUTBOX_LAG = prometheus_client.Gauge(
+    "cinema_outbox_lag_seconds",
+    "Age of the oldest event in this service's outbox that is not published yet (0: none).",
+)
+EVENTS_PUBLISHED = prometheus_client.Counter(
+    "cinema_events_published",
+    "Events this process published to JetStream (acked by the stream).",
+    ["event"],
+)
+EVENTS_HANDLED = prometheus_client.Counter(
+    "cinema_events_handled",
+    "Events this process's consumer handled, by outcome: applied, duplicate (applied before),"
+    " retried (failed, delivered again later), dead_lettered.",
+    ["consumer", "event", "outcome"],
+)
+EVENT_LAG = prometheus_client.Histogram(
+    "cinema_event_lag_seconds",
+    "Time from the commit of a change to the commit of its effect in a consumer.",
+    ["consumer", "event"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0),
+)
+CONSUMER_PENDING = prometheus_client.Gauge(
+    "cinema_consumer_pending_events",
+    "Events the consumer has not acked yet: not delivered, or delivered and in handling.",
+    ["consumer"],
+)
+BROKER_CONNECTED = prometheus_client.Gauge(
+    "cinema_events_broker_connected", "1 while this process is connected to NATS, else 0."
 )
 
 

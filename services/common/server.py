@@ -9,6 +9,10 @@ repository and grpcio 1.83.2 (before the asyncio accept-loop regression): the sy
 server served GetMovie fastest, and it keeps one synchronous repository for both
 PostgreSQL and SQLite (docs/benchmarks.md has the figures).
 
+Events (:mod:`services.common.events`) run beside the calls on a thread of their own; the
+broker being away never changes health: writes keep working and their events wait in the
+outbox.
+
 Health answers for ``""`` and the service's own name. It turns SERVING only once the
 database answers, follows the database afterwards, and goes NOT_SERVING when shutdown
 begins; then in-flight calls get ``grace_seconds`` to finish before the process exits.
@@ -32,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common import tracing
 from services.common.auth import TokenVerifier
+from services.common.events.bus import EventBus
 from services.common.interceptors import AuthorizationInterceptor, ErrorMappingInterceptor
 from services.common.metrics import MetricsInterceptor, serve_metrics
 
@@ -52,6 +57,8 @@ class ServiceSpec:
     register: Callable[[grpc.Server], None]
     database_ping: Callable[[], bool]
     close: Callable[[], None] = field(default=lambda: None)
+    #: The relay and consumer of its events (None when events are off).
+    events: EventBus | None = None
 
 
 class CinemaServer:
@@ -143,6 +150,8 @@ class CinemaServer:
                 self.metrics_port,
             )
         self._watch.start()
+        if self.spec.events is not None:
+            self.spec.events.start()
 
     def _set_health(self, status: int) -> None:
         for name in ("", self.spec.full_name):
@@ -166,6 +175,10 @@ class CinemaServer:
         logger.info("stopping: in-flight calls have %.1fs to finish", self.grace_seconds)
         self.server.stop(self.grace_seconds).wait()
         self.executor.shutdown(wait=True, cancel_futures=False)
+        if self.spec.events is not None:
+            # After the last call: what it stored is published before the process exits
+            # (or waits in the outbox for the next start, if the broker is away).
+            self.spec.events.stop()
         self._health_pool.shutdown(wait=False, cancel_futures=True)
         if self._watch.is_alive():
             self._watch.join(timeout=self.health_interval + 1)

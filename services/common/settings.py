@@ -56,6 +56,10 @@ class Settings:
     payment_provider: str = "test"
     #: ``host:port`` of the process's /metrics (port 0: any free one), or "" for none.
     metrics_address: str = "127.0.0.1:0"
+    #: The NATS server (JetStream on) that events go through.
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: Whether the service writes and handles events (``CINEMA_EVENTS=off``: neither).
+    events_enabled: bool = True
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,9 +86,10 @@ class Settings:
                 "CINEMA_ADMIN_EMAIL and CINEMA_ADMIN_PASSWORD must be set together (or neither)"
             )
         # Few threads: use cases hold the GIL for most of their time, so more threads add
-        # contention, not throughput (docs/benchmarks.md). One connection per thread.
+        # contention, not throughput (docs/benchmarks.md). One connection per thread, and
+        # one for the events thread (relay and consumer).
         worker_threads = env.integer("CINEMA_WORKER_THREADS", 4, low=1)
-        pool_size = env.integer("CINEMA_DB_POOL_SIZE", worker_threads, low=1)
+        pool_size = env.integer("CINEMA_DB_POOL_SIZE", worker_threads + 1, low=1)
         if pool_size < worker_threads:
             raise SettingsError(
                 f"CINEMA_DB_POOL_SIZE ({pool_size}) must be at least CINEMA_WORKER_THREADS "
@@ -120,7 +125,27 @@ class Settings:
             log_level=env.text("CINEMA_LOG_LEVEL", "INFO").upper(),
             payment_provider=_payment_provider(env),
             metrics_address=_metrics_address(env),
+            nats_url=_nats_url(env),
+            events_enabled=_switch(env, "CINEMA_EVENTS", default=True),
         )
+
+
+def _nats_url(env: _Env) -> str:
+    value = env.text("NATS_URL", "nats://127.0.0.1:4222")
+    for url in value.split(","):
+        scheme, sep, rest = url.strip().partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest:
+            raise SettingsError(
+                f"NATS_URL must be nats://HOST:PORT (comma-separated), got {value!r}"
+            )
+    return value
+
+
+def _switch(env: _Env, name: str, *, default: bool) -> bool:
+    value = env.text(name, "on" if default else "off").lower()
+    if value not in ("on", "off"):
+        raise SettingsError(f"{name} must be on or off, got {value!r}")
+    return value == "on"
 
 
 def _metrics_address(env: _Env) -> str:

@@ -21,9 +21,10 @@ What is traced, once :func:`configure` ran:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -169,3 +170,43 @@ def current_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the span this thread is in, when it is being recorded
+    (what an outbox row carries to the consumer of its event)."""
+    if not _enabled:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
+
+
+@contextlib.contextmanager
+def consumer_span(
+    name: str, traceparent: str | None, attributes: Mapping[str, str]
+) -> Iterator[None]:
+    """A CONSUMER span around an event's handling, continuing the trace of the change that
+    made the event (``traceparent`` from its outbox row). An event without one starts no
+    trace: the sampler keeps only served calls as roots."""
+    if not _enabled:
+        yield
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent or ""})
+    tracer = trace.get_tracer("cinema.events")
+    with tracer.start_as_current_span(
+        name, context=parent, kind=SpanKind.CONSUMER, attributes=dict(attributes),
+        record_exception=False, set_status_on_exception=False,
+    ) as span:  # fmt: skip
+        try:
+            yield
+        except Exception as error:
+            span.set_status(Status(StatusCode.ERROR, f"{error.__class__.__name__}"))
+            raise

@@ -13,10 +13,14 @@ import grpc
 from cinema.v1 import movie_pb2_grpc
 from services.common import migrations
 from services.common.db import EnginePools, make_engine, ping
+from services.common.events.bus import build_runtime
+from services.common.events.store import EventLog
 from services.common.peers import PeerChannel
 from services.common.server import ServiceSpec
 from services.common.settings import Settings
+from services.movie import events
 from services.movie.cast_directory import GrpcCastDirectory
+from services.movie.models import EVENTS
 from services.movie.repository import SqlAlchemyMovieUnitOfWork
 from services.movie.service import MovieService
 from services.movie.servicer import MovieServicer
@@ -31,9 +35,9 @@ def build(settings: Settings) -> ServiceSpec:
     cast_peer = PeerChannel(
         "cast", settings.cast_service_addr, timeout_ceiling=settings.peer_timeout_seconds
     )
-    service = MovieService(
-        functools.partial(SqlAlchemyMovieUnitOfWork, sessions), GrpcCastDirectory(cast_peer)
-    )
+    log = EventLog(EVENTS, enabled=settings.events_enabled)
+    uow = functools.partial(SqlAlchemyMovieUnitOfWork, sessions, events=log)
+    service = MovieService(uow, GrpcCastDirectory(cast_peer))
 
     def register(server: grpc.Server) -> None:
         movie_pb2_grpc.add_MovieServiceServicer_to_server(MovieServicer(service), server)
@@ -47,6 +51,7 @@ def build(settings: Settings) -> ServiceSpec:
         register=register,
         database_ping=functools.partial(ping, engine),
         close=close,
+        events=build_runtime(settings, log, sessions, events.consumer(uow, service.remove_cast)),
     )
 
 

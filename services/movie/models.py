@@ -17,6 +17,7 @@ import datetime as dt
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.events import tables as event_tables
 from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
 REQUEST_KEY_INDEX = "uq_movies_request_key"
@@ -59,3 +60,7 @@ class MovieCastRow(Base):
         ForeignKey("movies.id", ondelete="CASCADE"), primary_key=True
     )
     cast_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+#: The outbox and inbox (services.common.events.tables), like every service's.
+EVENTS = event_tables.define(Base.metadata)

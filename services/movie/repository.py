@@ -13,7 +13,8 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
-from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
+from services.common.clock import as_utc
+from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.errors import Unavailable
 from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
 from services.common.money import Money
@@ -44,6 +45,9 @@ class MovieRepository(Protocol):
     ) -> list[Movie]: ...
     def save(self, movie: Movie) -> None: ...
     def delete(self, movie_id: str) -> bool: ...
+    def with_cast(self, cast_id: str) -> list[Movie]:
+        """Every movie whose cast names ``cast_id``, locked until the transaction ends."""
+        ...
 
 
 class MovieUnitOfWork(UnitOfWork, Protocol):
@@ -210,6 +214,15 @@ class SqlAlchemyMovieRepository:
             query = query.where(
                 _movies.c.id.in_(select(_casts.c.movie_id).where(_casts.c.cast_id == cast_id))
             )
+        return [_to_domain(r) for r in self._connection.execute(query)]
+
+    def with_cast(self, cast_id: str) -> list[Movie]:
+        query = (
+            select(*_MOVIE_COLUMNS)
+            .where(_movies.c.id.in_(select(_casts.c.movie_id).where(_casts.c.cast_id == cast_id)))
+            .order_by(_movies.c.id)
+            .with_for_update()
+        )
         return [_to_domain(r) for r in self._connection.execute(query)]
 
     def save(self, movie: Movie) -> None:

@@ -20,6 +20,7 @@ from services.common.errors import NotFound, Violations, require_id
 from services.common.idempotency import RequestRecord, create_once, fingerprint, request_key
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
+from services.movie import events
 from services.movie.domain import (
     BATCH_MAX,
     UPDATABLE_FIELDS,
@@ -155,6 +156,13 @@ class MovieService:
                 update_time=self._clock(),
             )
             uow.movies.save(updated)
+            changed = [
+                name
+                for name in ("title", "price")
+                if getattr(updated, name) != getattr(current, name)
+            ]
+            if changed:
+                uow.outbox.add(events.movie_changed(updated, changed), updated.update_time)
             uow.commit()
         return updated
 
@@ -163,7 +171,16 @@ class MovieService:
         with self._uow() as uow:
             if not uow.movies.delete(movie_id):
                 raise NotFound("movie", movie_id)
+            uow.outbox.add(events.movie_deleted(movie_id), self._clock())
             uow.commit()
+
+    def remove_cast(self, uow: MovieUnitOfWork, cast_id: str) -> None:
+        """A deleted cast member leaves every movie that named it (event handler: runs in
+        the handler's unit of work, which commits)."""
+        now = self._clock()
+        for movie in uow.movies.with_cast(cast_id):
+            remaining = tuple(c for c in movie.cast_ids if c != cast_id)
+            uow.movies.save(dataclasses.replace(movie, cast_ids=remaining, update_time=now))
 
     def batch_get_movies(self, movie_ids: Sequence[str]) -> list[Movie]:
         """The movies that exist among ``movie_ids``, in request order, each once."""

@@ -13,9 +13,13 @@ import grpc
 from cinema.v1 import order_pb2_grpc
 from services.common import migrations
 from services.common.db import EnginePools, make_engine, ping
+from services.common.events.bus import build_runtime
+from services.common.events.store import EventLog
 from services.common.peers import PeerChannel
 from services.common.server import ServiceSpec
 from services.common.settings import Settings
+from services.order import events
+from services.order.models import EVENTS
 from services.order.movie_catalogue import GrpcMovieCatalogue
 from services.order.payments import payment_provider
 from services.order.repository import SqlAlchemyOrderUnitOfWork
@@ -37,8 +41,10 @@ def build(settings: Settings) -> ServiceSpec:
     movie_peer = PeerChannel(
         "movie", settings.movie_service_addr, timeout_ceiling=settings.peer_timeout_seconds
     )
+    log = EventLog(EVENTS, enabled=settings.events_enabled)
+    uow = functools.partial(SqlAlchemyOrderUnitOfWork, sessions, events=log)
     service = OrderService(
-        functools.partial(SqlAlchemyOrderUnitOfWork, sessions),
+        uow,
         GrpcUserDirectory(user_peer),
         GrpcMovieCatalogue(movie_peer),
         payment_provider(settings.payment_provider),
@@ -57,6 +63,7 @@ def build(settings: Settings) -> ServiceSpec:
         register=register,
         database_ping=functools.partial(ping, engine),
         close=close,
+        events=build_runtime(settings, log, sessions, events.consumer(uow, service)),
     )
 
 

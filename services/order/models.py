@@ -13,6 +13,8 @@ import datetime as dt
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.events import tables as event_tables
+
 
 class Base(DeclarativeBase):
     """Metadata of the order database."""
@@ -44,7 +46,8 @@ class OrderItemRow(Base):
         ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    movie_id: Mapped[str] = mapped_column(String(100))
+    # Indexed: a deleted movie cancels the unpaid orders that have it (MovieDeleted).
+    movie_id: Mapped[str] = mapped_column(String(100), index=True)
     # A snapshot of the catalogue at ordering time, not a reference to it.
     title: Mapped[str] = mapped_column(String(200))
     quantity: Mapped[int] = mapped_column(Integer)
@@ -68,3 +71,7 @@ class PaymentRow(Base):
     decline_reason: Mapped[str] = mapped_column(String(200))
     provider_reference: Mapped[str] = mapped_column(String(200))
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+#: The outbox and inbox (services.common.events.tables), like every service's.
+EVENTS = event_tables.define(Base.metadata)

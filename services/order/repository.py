@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, FromClause, Select, bindparam, exc, insert, select, update
 
-from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
+from services.common.clock import as_utc
+from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.money import Money
 from services.order.domain import Order, OrderLine, OrderStatus, Payment, PaymentOutcome
 from services.order.models import Base, OrderItemRow, OrderRow, PaymentRow
@@ -61,6 +62,14 @@ class OrderRepository(Protocol):
 
     def save_status(self, order: Order) -> None:
         """Write the order's status and update time."""
+        ...
+
+    def unpaid_of_user(self, user_id: str) -> list[str]:
+        """Ids of the account's PENDING and PAYMENT_FAILED orders."""
+        ...
+
+    def unpaid_with_movie(self, movie_id: str) -> list[str]:
+        """Ids of the PENDING and PAYMENT_FAILED orders with a line for ``movie_id``."""
         ...
 
 
@@ -312,6 +321,32 @@ class SqlAlchemyOrderRepository:
             _SAVE_STATUS,
             {"order_id": order.id, "status": order.status.value, "update_time": order.update_time},
         )
+
+    def unpaid_of_user(self, user_id: str) -> list[str]:
+        return list(
+            self._connection.scalars(
+                select(_orders.c.id)
+                .where(_orders.c.user_id == user_id, _orders.c.status.in_(_UNPAID))
+                .order_by(_orders.c.id)
+            )
+        )
+
+    def unpaid_with_movie(self, movie_id: str) -> list[str]:
+        return list(
+            self._connection.scalars(
+                select(_orders.c.id)
+                .where(
+                    _orders.c.status.in_(_UNPAID),
+                    _orders.c.id.in_(
+                        select(_items.c.order_id).where(_items.c.movie_id == movie_id)
+                    ),
+                )
+                .order_by(_orders.c.id)
+            )
+        )
+
+
+_UNPAID = [OrderStatus.PENDING.value, OrderStatus.PAYMENT_FAILED.value]
 
 
 class SqlAlchemyOrderUnitOfWork(CoreUnitOfWork):

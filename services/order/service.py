@@ -42,6 +42,7 @@ from services.common.errors import (
     require_id,
 )
 from services.common.ids import id_problem, new_id
+from services.order import events
 from services.order.domain import (
     PAYMENT_TOKEN_MAX,
     REASON_KEY_REUSED,
@@ -65,6 +66,8 @@ from services.order.repository import DuplicateOrderRequest, OrderUnitOfWork
 UnitOfWorkFactory = Callable[..., OrderUnitOfWork]
 
 REASON_BUYER_NOT_FOUND = "BUYER_NOT_FOUND"
+#: What an event (a deleted account or movie) cancels: orders not paid, not cancelled.
+UNPAID = (OrderStatus.PENDING, OrderStatus.PAYMENT_FAILED)
 
 
 class UserDirectory(Protocol):
@@ -281,6 +284,8 @@ class OrderService:
             after = record_payment(order, payment, now)
             uow.orders.add_payment(order.id, payment)
             uow.orders.save_status(after)
+            if after.status is OrderStatus.PAID:
+                uow.outbox.add(events.order_paid(after), now)
             uow.commit()
         return after
 
@@ -292,5 +297,21 @@ class OrderService:
             order = _visible(uow.orders.get(order_id, for_update=True), order_id, principal)
             cancelled = cancel(order, self._clock())
             uow.orders.save_status(cancelled)
+            uow.outbox.add(
+                events.order_cancelled(cancelled, events.REQUESTED), cancelled.update_time
+            )
             uow.commit()
         return cancelled
+
+    def cancel_unpaid(
+        self, uow: OrderUnitOfWork, order_ids: Sequence[str], reason: events.Reason.ValueType
+    ) -> None:
+        """Cancel those of ``order_ids`` that are still unpaid, each with its OrderCancelled
+        (event handler: runs in the handler's unit of work, which commits)."""
+        for order_id in order_ids:
+            order = uow.orders.get(order_id, for_update=True)
+            if order is None or order.status not in UNPAID:
+                continue  # paid or cancelled since it was found
+            cancelled = cancel(order, self._clock())
+            uow.orders.save_status(cancelled)
+            uow.outbox.add(events.order_cancelled(cancelled, reason), cancelled.update_time)

@@ -24,8 +24,12 @@ from services.common import migrations
 from services.common.auth import TokenIssuer, key_id
 from services.common.db import EnginePools, make_engine, ping
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.events.bus import build_runtime
+from services.common.events.store import EventLog
 from services.common.server import ServiceSpec
 from services.common.settings import Settings, SettingsError
+from services.user import events
+from services.user.models import EVENTS
 from services.user.passwords import PasswordHasher
 from services.user.repository import SqlAlchemyUserUnitOfWork
 from services.user.service import UserService
@@ -80,10 +84,12 @@ def build(settings: Settings) -> ServiceSpec:
     issuer = token_issuer(settings)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     sessions = EnginePools(engine)
+    log = EventLog(EVENTS, enabled=settings.events_enabled)
+    uow = functools.partial(SqlAlchemyUserUnitOfWork, sessions, events=log)
     try:
         migrations.upgrade(engine, "user")
         service = UserService(
-            functools.partial(SqlAlchemyUserUnitOfWork, sessions),
+            uow,
             # One check per four workers: argon2 never holds every thread, and one check
             # already keeps `parallelism` cores busy (4 by default; the machines have 2).
             # Measured under 40 guessing clients (tests/e2e/test_hardening.py): the slowest
@@ -104,6 +110,7 @@ def build(settings: Settings) -> ServiceSpec:
         register=register,
         database_ping=functools.partial(ping, engine),
         close=sessions.close,
+        events=build_runtime(settings, log, sessions, events.consumer(uow, service)),
     )
 
 

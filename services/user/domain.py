@@ -40,6 +40,26 @@ class User:
 
 
 @dataclass(frozen=True)
+class OwnedMovie:
+    """A movie in an account's library: bought in a paid order. ``id`` is the library
+    entry's own (time-ordered) id, which pages the library."""
+
+    id: str
+    movie_id: str
+    title: str
+    order_id: str
+    purchase_time: dt.datetime
+
+
+@dataclass(frozen=True)
+class PaidMovie:
+    """One movie of a paid order, as an OrderPaid event tells it."""
+
+    movie_id: str
+    title: str
+
+
+@dataclass(frozen=True)
 class UserFields:
     """The client-settable fields of an account, as sent (before validation).
 

@@ -17,6 +17,7 @@ import datetime as dt
 from sqlalchemy import CheckConstraint, DateTime, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.events import tables as event_tables
 from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
 EMAIL_KEY_CONSTRAINT = "uq_users_email_key"
@@ -47,3 +48,28 @@ class UserRow(Base):
     update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_MAX))
     request_hash: Mapped[str | None] = mapped_column(String(REQUEST_HASH_LENGTH))
+
+
+class OwnedMovieRow(Base):
+    """A movie in an account's library: filled from OrderPaid events, one row per account
+    and movie (the first paid order that bought it). ``title_time`` is the movie's
+    ``update_time`` the title is from, so a MovieChanged that arrives late changes nothing.
+    ``id`` is time-ordered: the library lists newest first by it."""
+
+    __tablename__ = "owned_movies"
+    __table_args__ = (
+        UniqueConstraint("user_id", "movie_id", name="uq_owned_movies_user_id_movie_id"),
+        Index("ix_owned_movies_user_id_id", "user_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    movie_id: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    title_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    order_id: Mapped[str] = mapped_column(String(64))
+    purchase_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+#: The outbox and inbox (services.common.events.tables), like every service's.
+EVENTS = event_tables.define(Base.metadata)

@@ -11,17 +11,26 @@ makes, and Login) are built once at module level. Accounts are read without thei
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from services.common.clock import as_utc
 from services.common.context import Role
-from services.common.db import CoreUnitOfWork, UnitOfWork, as_utc
+from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
-from services.user.domain import EmailTaken, User, email_key
-from services.user.models import EMAIL_KEY_CONSTRAINT, REQUEST_KEY_INDEX, Base, UserRow
+from services.common.ids import new_id
+from services.user.domain import EmailTaken, OwnedMovie, PaidMovie, User, email_key
+from services.user.models import (
+    EMAIL_KEY_CONSTRAINT,
+    REQUEST_KEY_INDEX,
+    Base,
+    OwnedMovieRow,
+    UserRow,
+)
 
 
 class UserRepository(Protocol):
@@ -62,11 +71,43 @@ class UserRepository(Protocol):
         ...
 
 
+class LibraryRepository(Protocol):
+    """The movies each account has paid for."""
+
+    def add_purchase(
+        self,
+        user_id: str,
+        order_id: str,
+        movies: Sequence[PaidMovie],
+        paid: dt.datetime,
+        titles_as_of: dt.datetime,
+    ) -> None:
+        """Add the movies of a paid order to the library; a movie already there keeps
+        the order that bought it first."""
+        ...
+
+    def rename(self, movie_id: str, title: str, as_of: dt.datetime) -> None:
+        """Give ``movie_id`` the title it has as of ``as_of`` in every library, unless a
+        newer title is there already."""
+        ...
+
+    def list_page(self, user_id: str, before_id: str | None, limit: int) -> list[OwnedMovie]:
+        """Up to ``limit`` of the account's movies with entry ids below ``before_id``, newest
+        first."""
+        ...
+
+    def forget_user(self, user_id: str) -> None:
+        """Delete the account's library (with the account)."""
+        ...
+
+
 class UserUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the user tables."""
 
     @property
     def users(self) -> UserRepository: ...
+    @property
+    def library(self) -> LibraryRepository: ...
 
 
 _users = Base.metadata.tables[UserRow.__tablename__]
@@ -200,11 +241,80 @@ class SqlAlchemyUserRepository:
         return list(self._connection.scalars(_LOCK_ADMIN_IDS))
 
 
+_owned = Base.metadata.tables[OwnedMovieRow.__tablename__]
+
+
+class SqlAlchemyLibraryRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add_purchase(
+        self,
+        user_id: str,
+        order_id: str,
+        movies: Sequence[PaidMovie],
+        paid: dt.datetime,
+        titles_as_of: dt.datetime,
+    ) -> None:
+        wanted = {movie.movie_id: movie for movie in movies}
+        owned = set(
+            self._connection.scalars(
+                select(_owned.c.movie_id).where(
+                    _owned.c.user_id == user_id, _owned.c.movie_id.in_(list(wanted))
+                )
+            )
+        )
+        new = [movie for movie_id, movie in wanted.items() if movie_id not in owned]
+        if new:
+            self._connection.execute(
+                insert(_owned),
+                [
+                    {
+                        "id": new_id(),
+                        "user_id": user_id,
+                        "movie_id": movie.movie_id,
+                        "title": movie.title,
+                        "title_time": titles_as_of,
+                        "order_id": order_id,
+                        "purchase_time": paid,
+                    }
+                    for movie in new
+                ],
+            )
+
+    def rename(self, movie_id: str, title: str, as_of: dt.datetime) -> None:
+        self._connection.execute(
+            update(_owned)
+            .where(_owned.c.movie_id == movie_id, _owned.c.title_time < as_of)
+            .values(title=title, title_time=as_of)
+        )
+
+    def list_page(self, user_id: str, before_id: str | None, limit: int) -> list[OwnedMovie]:
+        query = (
+            select(_owned.c.id, _owned.c.movie_id, _owned.c.title, _owned.c.order_id,
+                   _owned.c.purchase_time)
+            .where(_owned.c.user_id == user_id)
+            .order_by(_owned.c.id.desc())
+            .limit(limit)
+        )  # fmt: skip
+        if before_id is not None:
+            query = query.where(_owned.c.id < before_id)
+        return [
+            OwnedMovie(entry_id, movie_id, title, order_id, as_utc(purchased))
+            for entry_id, movie_id, title, order_id, purchased in self._connection.execute(query)
+        ]
+
+    def forget_user(self, user_id: str) -> None:
+        self._connection.execute(delete(_owned).where(_owned.c.user_id == user_id))
+
+
 class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
     """Every read-only use case of accounts is one statement, so reads run without a
     transaction (autocommit on PostgreSQL); writes are one transaction."""
 
     users: SqlAlchemyUserRepository
+    library: SqlAlchemyLibraryRepository
 
     def _bind(self, connection: Connection) -> None:
         self.users = SqlAlchemyUserRepository(connection)
+        self.library = SqlAlchemyLibraryRepository(connection)

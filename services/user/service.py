@@ -55,12 +55,15 @@ from services.common.errors import (
 from services.common.idempotency import RequestRecord, create_once, fingerprint, request_key
 from services.common.ids import new_id
 from services.common.masks import resolve_update_mask
+from services.user import events
 from services.user.domain import (
     EMAIL_MAX,
     PASSWORD_MAX,
     UPDATABLE_FIELDS,
     CheckedFields,
     EmailTaken,
+    OwnedMovie,
+    PaidMovie,
     User,
     UserFields,
     check_email,
@@ -282,7 +285,43 @@ class UserService:
                 _keep_an_admin(uow.users.lock_admin_ids(), user_id)
             if not uow.users.delete(user_id):
                 raise NotFound("user", user_id)
+            uow.library.forget_user(user_id)
+            uow.outbox.add(events.user_deleted(user_id), self._clock())
             uow.commit()
+
+    def list_owned_movies(
+        self, user_id: str, page_size: int, page_token: str, context: RequestContext
+    ) -> pagination.Page[OwnedMovie]:
+        """The movies an account paid for, newest first: the caller's own, or any for an admin."""
+        require_id(user_id, "user_id")
+        context.require_self_or_admin(user_id)
+
+        def fetch(before: str | None, limit: int) -> list[OwnedMovie]:
+            with self._uow(read_only=True) as uow:
+                return uow.library.list_page(user_id, before, limit)
+
+        return pagination.keyset_page(page_size, page_token, {"user_id": user_id}, fetch)
+
+    def add_purchase(
+        self,
+        uow: UserUnitOfWork,
+        user_id: str,
+        order_id: str,
+        movies: Sequence[PaidMovie],
+        *,
+        paid: dt.datetime,
+        titles_as_of: dt.datetime,
+    ) -> None:
+        """A paid order's movies join the buyer's library (event handler: runs in the
+        handler's unit of work, which commits). An account deleted since has no library."""
+        if uow.users.get(user_id) is not None:
+            uow.library.add_purchase(user_id, order_id, movies, paid, titles_as_of)
+
+    def rename_owned_movie(
+        self, uow: UserUnitOfWork, movie_id: str, title: str, as_of: dt.datetime
+    ) -> None:
+        """A movie's new title reaches every library that holds it (event handler)."""
+        uow.library.rename(movie_id, title, as_of)
 
     def login(self, email: str, password: str) -> AccessGrant:
         """An access token for the account with ``email`` and ``password``.

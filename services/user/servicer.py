@@ -109,3 +109,22 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             expire_time=timestamp(grant.expire_time),
             expires_in=grant.expires_in,
         )
+
+    def ListOwnedMovies(
+        self, request: user_pb2.ListOwnedMoviesRequest, context: grpc.ServicerContext
+    ) -> user_pb2.ListOwnedMoviesResponse:
+        page = self._service.list_owned_movies(
+            request.user_id, request.page_size, request.page_token, current_request()
+        )
+        return user_pb2.ListOwnedMoviesResponse(
+            owned_movies=[
+                user_pb2.OwnedMovie(
+                    movie_id=owned.movie_id,
+                    title=owned.title,
+                    order_id=owned.order_id,
+                    purchase_time=timestamp(owned.purchase_time),
+                )
+                for owned in page.items
+            ],
+            next_page_token=page.next_page_token,
+        )

@@ -102,7 +102,10 @@ def test_settings_defaults(tmp_path: pathlib.Path) -> None:
     assert settings.database_url == f"sqlite:///{tmp_path / 'movie.db'}"
     assert settings.cast_service_addr == "127.0.0.1:8080"
     assert settings.argon2.time_cost == 3  # production strength unless told otherwise
-    assert settings.db_pool_size == settings.worker_threads == 4
+    assert settings.worker_threads == 4
+    assert settings.db_pool_size == 5  # one connection per worker, one for the events thread
+    assert settings.nats_url == "nats://127.0.0.1:4222"
+    assert settings.events_enabled
 
 
 @pytest.mark.parametrize(
@@ -112,6 +115,8 @@ def test_settings_defaults(tmp_path: pathlib.Path) -> None:
         ({"CAST_SERVICE_ADDR": "nohost"}, "CAST_SERVICE_ADDR"),
         ({"CINEMA_GRACE_SECONDS": "soon"}, "CINEMA_GRACE_SECONDS"),
         ({"CINEMA_DB_POOL_SIZE": "0"}, "CINEMA_DB_POOL_SIZE"),
+        ({"NATS_URL": "localhost:4222"}, "NATS_URL"),
+        ({"CINEMA_EVENTS": "maybe"}, "CINEMA_EVENTS"),
         ({"CINEMA_JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "CINEMA_JWT_PUBLIC_KEY_FILE"),
         ({"CINEMA_LOG_FORMAT": "xml"}, "CINEMA_LOG_FORMAT"),
         ({"CINEMA_WORKER_THREADS": "8", "CINEMA_DB_POOL_SIZE": "4"}, "CINEMA_DB_POOL_SIZE"),

@@ -40,7 +40,8 @@ from services.order.domain import (
 )
 from services.order.payments import ChargeResult, TestPaymentProvider
 from services.order.repository import DuplicateOrderRequest
-from services.order.service import REASON_BUYER_NOT_FOUND, OrderService
+from services.order.service import REASON_BUYER_NOT_FOUND, UNPAID, OrderService
+from tests.unit.fake_events import MemoryInbox, RecordingOutbox
 
 # --- fakes -------------------------------------------------------------------------------
 
@@ -88,6 +89,16 @@ class FakeOrderRepository:
             stored, status=order.status, update_time=order.update_time
         )
 
+    def unpaid_of_user(self, user_id: str) -> list[str]:
+        return [o.id for o in self.orders.values() if o.user_id == user_id and o.status in UNPAID]
+
+    def unpaid_with_movie(self, movie_id: str) -> list[str]:
+        return [
+            o.id
+            for o in self.orders.values()
+            if o.status in UNPAID and any(line.movie_id == movie_id for line in o.lines)
+        ]
+
 
 class FakeDatabase:
     def __init__(self) -> None:
@@ -101,6 +112,8 @@ class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
         self._database = database
         self.orders = FakeOrderRepository({})
+        self.outbox = RecordingOutbox()
+        self.inbox = MemoryInbox()
 
     def __enter__(self) -> Self:
         self.orders = FakeOrderRepository(dict(self._database.committed))

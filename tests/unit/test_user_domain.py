@@ -24,6 +24,7 @@ from services.common.idempotency import RequestRecord
 from services.common.settings import Argon2Parameters
 from services.user.domain import (
     EmailTaken,
+    OwnedMovie,
     User,
     UserFields,
     check_display_name,
@@ -35,6 +36,7 @@ from services.user.domain import (
 from services.user.passwords import PasswordHasher
 from services.user.service import UserService
 from tests.support.tokens import SigningKeys
+from tests.unit.fake_events import MemoryInbox, RecordingOutbox
 
 # --- domain rules ------------------------------------------------------------------------
 
@@ -184,12 +186,31 @@ class MemoryUsers:
         return sorted(u.id for u in self.rows.values() if u.is_admin)
 
 
+class MemoryLibrary:
+    """The library is not what these tests are about: it only has to exist."""
+
+    def add_purchase(self, *args: object) -> None:
+        pass
+
+    def rename(self, *args: object) -> None:
+        pass
+
+    def list_page(self, user_id: str, before_id: str | None, limit: int) -> list[OwnedMovie]:
+        return []
+
+    def forget_user(self, user_id: str) -> None:
+        pass
+
+
 class MemoryUnitOfWork:
     """Commits by copying the working set back; a rollback drops it."""
 
     def __init__(self, store: dict[str, User], read_only: bool = False) -> None:
         self._store = store
         self.users = MemoryUsers(dict(store))
+        self.library = MemoryLibrary()
+        self.outbox = RecordingOutbox()
+        self.inbox = MemoryInbox()
 
     def __enter__(self) -> Self:
         return self

@@ -349,3 +349,101 @@ class LoginResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
+
+@_typing.final
+class ListOwnedMoviesRequest(_message.Message):
+    """Request of UserService.ListOwnedMovies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Id of the account whose library to list."""
+    page_size: _builtins.int
+    """Largest number of results per page: 0 means the default of 50, more than 1000 is
+    lowered to 1000, a negative size is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """`next_page_token` of a previous call, to get the following page."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOwnedMoviesRequest: _TypeAlias = ListOwnedMoviesRequest  # noqa: Y015
+
+@_typing.final
+class OwnedMovie(_message.Message):
+    """A movie in an account's library: bought in a paid order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIE_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    PURCHASE_TIME_FIELD_NUMBER: _builtins.int
+    movie_id: _builtins.str
+    """The movie."""
+    title: _builtins.str
+    """Its current title (it follows the catalogue's changes; after the movie is deleted,
+    the last title it had).
+    """
+    order_id: _builtins.str
+    """The paid order that bought it (the first one, when it was bought more than once)."""
+    @_builtins.property
+    def purchase_time(self) -> _timestamp_pb2.Timestamp:
+        """When that order was paid."""
+
+    def __init__(
+        self,
+        *,
+        movie_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        purchase_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purchase_time", b"purchase_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movie_id", b"movie_id", "order_id", b"order_id", "purchase_time", b"purchase_time", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OwnedMovie: _TypeAlias = OwnedMovie  # noqa: Y015
+
+@_typing.final
+class ListOwnedMoviesResponse(_message.Message):
+    """Response of UserService.ListOwnedMovies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNED_MOVIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def owned_movies(self) -> _containers.RepeatedCompositeFieldContainer[Global___OwnedMovie]:
+        """One page of owned movies."""
+
+    def __init__(
+        self,
+        *,
+        owned_movies: _abc.Iterable[Global___OwnedMovie] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "owned_movies", b"owned_movies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOwnedMoviesResponse: _TypeAlias = ListOwnedMoviesResponse  # noqa: Y015

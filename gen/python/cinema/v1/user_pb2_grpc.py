@@ -66,6 +66,11 @@ class UserServiceStub:
                 request_serializer=cinema_dot_v1_dot_user__pb2.LoginRequest.SerializeToString,
                 response_deserializer=cinema_dot_v1_dot_user__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.ListOwnedMovies = channel.unary_unary(
+                '/cinema.v1.UserService/ListOwnedMovies',
+                request_serializer=cinema_dot_v1_dot_user__pb2.ListOwnedMoviesRequest.SerializeToString,
+                response_deserializer=cinema_dot_v1_dot_user__pb2.ListOwnedMoviesResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -120,6 +125,15 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOwnedMovies(self, request, context):
+        """Lists the movies an account has paid for, newest purchase first, one page at a time:
+        the caller's own, or any account's for an admin. Filled from OrderPaid events, so a
+        purchase shows here a moment after PayOrder answers (typically within milliseconds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +166,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.Login,
                     request_deserializer=cinema_dot_v1_dot_user__pb2.LoginRequest.FromString,
                     response_serializer=cinema_dot_v1_dot_user__pb2.LoginResponse.SerializeToString,
+            ),
+            'ListOwnedMovies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOwnedMovies,
+                    request_deserializer=cinema_dot_v1_dot_user__pb2.ListOwnedMoviesRequest.FromString,
+                    response_serializer=cinema_dot_v1_dot_user__pb2.ListOwnedMoviesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +336,33 @@ class UserService:
             '/cinema.v1.UserService/Login',
             cinema_dot_v1_dot_user__pb2.LoginRequest.SerializeToString,
             cinema_dot_v1_dot_user__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOwnedMovies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cinema.v1.UserService/ListOwnedMovies',
+            cinema_dot_v1_dot_user__pb2.ListOwnedMoviesRequest.SerializeToString,
+            cinema_dot_v1_dot_user__pb2.ListOwnedMoviesResponse.FromString,
             options,
             channel_credentials,
             insecure,

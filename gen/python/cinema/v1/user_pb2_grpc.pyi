@@ -55,6 +55,11 @@ class UserServiceStub:
     """Exchanges an email and password for a signed access token. An unknown email and a
     wrong password give the same UNAUTHENTICATED error.
     """
+    ListOwnedMovies: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListOwnedMoviesRequest, _user_pb2.ListOwnedMoviesResponse]
+    """Lists the movies an account has paid for, newest purchase first, one page at a time:
+    the caller's own, or any account's for an admin. Filled from OrderPaid events, so a
+    purchase shows here a moment after PayOrder answers (typically within milliseconds).
+    """
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -81,6 +86,11 @@ class UserServiceAsyncStub(UserServiceStub):
     Login: _aio.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]  # type: ignore[assignment]
     """Exchanges an email and password for a signed access token. An unknown email and a
     wrong password give the same UNAUTHENTICATED error.
+    """
+    ListOwnedMovies: _aio.UnaryUnaryMultiCallable[_user_pb2.ListOwnedMoviesRequest, _user_pb2.ListOwnedMoviesResponse]  # type: ignore[assignment]
+    """Lists the movies an account has paid for, newest purchase first, one page at a time:
+    the caller's own, or any account's for an admin. Filled from OrderPaid events, so a
+    purchase shows here a moment after PayOrder answers (typically within milliseconds).
     """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -141,6 +151,17 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_pb2.LoginResponse, _abc.Awaitable[_user_pb2.LoginResponse]]:
         """Exchanges an email and password for a signed access token. An unknown email and a
         wrong password give the same UNAUTHENTICATED error.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOwnedMovies(
+        self,
+        request: _user_pb2.ListOwnedMoviesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.ListOwnedMoviesResponse, _abc.Awaitable[_user_pb2.ListOwnedMoviesResponse]]:
+        """Lists the movies an account has paid for, newest purchase first, one page at a time:
+        the caller's own, or any account's for an admin. Filled from OrderPaid events, so a
+        purchase shows here a moment after PayOrder answers (typically within milliseconds).
         """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
