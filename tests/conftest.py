@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.nats import NatsServer
 from tests.support.postgres import require_server
 from tests.support.tokens import SigningKeys
 
@@ -18,8 +19,19 @@ DatabaseFactory = Callable[[str], str]
 
 
 @pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SigningKeys:
-    return SigningKeys.create(tmp_path_factory.mktemp("keys"))
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A NATS server of the test session's own, JetStream on (see tests/support/nats.py)."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer) -> SigningKeys:
+    return SigningKeys.create(tmp_path_factory.mktemp("keys"), nats_url=nats_server.url)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

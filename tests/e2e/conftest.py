@@ -102,7 +102,8 @@ def start_system(
 ) -> RunningSystem:
     port, admin_port = free_port(), free_port()
     env = {
-        **os.environ,
+        # Without NATS_URL, cinema up runs a nats-server of its own (not the machine's).
+        **{k: v for k, v in os.environ.items() if k != "NATS_URL"},
         "CINEMA_ADMIN_EMAIL": ADMIN_EMAIL,
         "CINEMA_ADMIN_PASSWORD": ADMIN_PASSWORD,
         # Light argon2 keeps login fast in tests; production defaults stay in the code.

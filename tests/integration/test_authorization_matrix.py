@@ -280,6 +280,11 @@ def login(w: World, as_: As) -> object:
     return w.users.Login(request, metadata=as_(w.owner))
 
 
+def list_owned_movies(w: World, as_: As) -> object:
+    request = user_pb2.ListOwnedMoviesRequest(user_id=w.owner.id, page_size=1)
+    return w.users.ListOwnedMovies(request, metadata=as_(w.owner))
+
+
 def create_order(w: World, as_: As) -> object:
     request = order_pb2.CreateOrderRequest(
         order=order_pb2.Order(items=[order_pb2.OrderItem(movie_id=w.movie_id, quantity=1)]),
@@ -353,6 +358,7 @@ MATRIX = [
     Row("UserService/UpdateUser",       UNAUTH,   OK,     DENIED, OK,   update_user),
     Row("UserService/DeleteUser",       UNAUTH,   OK,     DENIED, OK,   delete_user),
     Row("UserService/Login",            OK,       OK,     OK,     OK,   login),
+    Row("UserService/ListOwnedMovies",  UNAUTH,   OK,     DENIED, OK,   list_owned_movies),
     Row("OrderService/CreateOrder",     UNAUTH,   OK,     OK,     OK,   create_order),
     Row("OrderService/GetOrder",        UNAUTH,   OK,     HIDDEN, OK,   get_order),
     Row("OrderService/ListOrders",      UNAUTH,   OK,     DENIED, OK,   list_orders),
