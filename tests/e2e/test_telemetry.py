@@ -91,6 +91,29 @@ def test_one_buy_is_one_trace_from_envoy_to_every_database(traced: RunningSystem
     assert "order" in chain and chain[-1] == "envoy"
 
 
+def test_a_trace_continues_through_the_outbox_into_the_event_handler(
+    traced: RunningSystem,
+) -> None:
+    system = traced
+    admin = system.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    cast = system.request("POST", "/api/v1/casts", {"name": "Traced Actor"}, token=admin).body
+    system.request(
+        "POST", "/api/v1/movies",
+        {"title": "Traced cast", "castIds": [cast["id"]],
+         "price": {"currencyCode": "EUR", "amountMinor": 300}}, token=admin,
+    )  # fmt: skip
+    deleted = system.request("DELETE", f"/api/v1/casts/{cast['id']}", token=admin)
+    assert deleted.status == 200
+    spans = _trace_of(TraceStore(system.data_dir), deleted.headers["x-request-id"], {"movie"})
+    by_id = {s.span_id: s for s in spans}
+    (handled,) = [s for s in spans if s.name == "movie handle cinema.v1.CastDeleted"]
+    assert handled.kind == "CONSUMER" and handled.status != "ERROR"
+    assert by_id[handled.parent_span_id].name == "/cinema.v1.CastService/DeleteCast"
+    assert any(
+        s.parent_span_id == handled.span_id and "db.statement" in s.attributes for s in spans
+    ), "the handler's SQL is in the same trace"
+
+
 def test_a_failed_call_is_an_error_span_and_its_log_line_has_the_trace_id(
     traced: RunningSystem,
 ) -> None:
