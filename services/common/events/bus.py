@@ -91,6 +91,8 @@ class BusSettings:
     #: How long a relay's claim on rows lasts; another relay takes them over after it.
     lease_seconds: float = 30.0
     publish_timeout_seconds: float = 2.0
+    #: Replicas of the streams (JetStream's ``num_replicas``): 1 on one server.
+    stream_replicas: int = 1
     relay_batch: int = 100
     fetch_batch: int = 32
 
@@ -271,6 +273,7 @@ class EventBus:
                     retention=api.RetentionPolicy.LIMITS,
                     max_age=subjects.STREAM_MAX_AGE_SECONDS,
                     duplicate_window=subjects.DUPLICATE_WINDOW_SECONDS,
+                    num_replicas=self.settings.stream_replicas,
                 )
             )
             await self._ensure_stream(
@@ -281,6 +284,7 @@ class EventBus:
                     retention=api.RetentionPolicy.LIMITS,
                     max_age=subjects.DEAD_LETTER_MAX_AGE_SECONDS,
                     duplicate_window=subjects.DUPLICATE_WINDOW_SECONDS,
+                    num_replicas=self.settings.stream_replicas,
                 )
             )
             if self._consumer is not None:
@@ -432,7 +436,17 @@ class EventBus:
                 await self._sleep(0.5)
                 continue
             for message in messages:
-                await self._handle(message)
+                try:
+                    await self._handle(message)
+                except Exception as error:  # an ack or nak that could not be sent
+                    # Unacked, the event is delivered again after the ack wait; its inbox
+                    # receipt makes that harmless if it was applied.
+                    logger.warning(
+                        "events: %s lost its connection mid-event: %s", consumer.name, error
+                    )
+                    subscription = None
+                    self._ready = False
+                    break
 
     async def _handle(self, message: Any) -> None:
         assert self._consumer is not None
@@ -549,4 +563,7 @@ def build_runtime(
         return None
     owner = f"{settings.service}@{socket.gethostname()}:{os.getpid()}"[:64]
     relay = RelayStore(pools.engine, pools.single_statement_read, log.tables, owner)
-    return EventBus(settings.service, BusSettings(url=settings.nats_url), log, relay, consumer)
+    bus_settings = BusSettings(
+        url=settings.nats_url, stream_replicas=settings.events_stream_replicas
+    )
+    return EventBus(settings.service, bus_settings, log, relay, consumer)
