@@ -119,6 +119,8 @@ RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
     {
         "/cinema.v1.UserService/Login": RateLimit(burst=10, per_minute=10),
         "/cinema.v1.UserService/CreateUser": RateLimit(burst=5, per_minute=5),
+        # A client refreshes once per access token (5 minutes); guessing tokens needs many.
+        "/cinema.v1.UserService/RefreshToken": RateLimit(burst=20, per_minute=20),
     }
 )
 #: Client addresses whose buckets Envoy keeps per limited route (least recently used go).

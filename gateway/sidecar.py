@@ -52,6 +52,7 @@ from cinema.v1 import cast_pb2, movie_pb2, order_pb2, user_pb2  # noqa: F401
 from gateway import pages
 from gateway.envoy_config import ADMIN_PORT, SERVICES, SIDECAR_GRPC_PORT, SIDECAR_HTTP_PORT
 from gateway.events_health import EventsHealth
+from services.common.keyring import KeyRing
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ _UNROUTABLE_FLAGS = (
     "active_hc_timeout",
 )
 _ROUTABLE_EDS_STATUSES = ("HEALTHY", "UNKNOWN", "DEGRADED")
+#: Every public key that may still verify a live access token (RFC 7517), from the ring.
+JWKS_PATH = "/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,12 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         self._discard_body()
-        if self.path.split("?", 1)[0] == "/healthz" and self.command in ("GET", "HEAD"):
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz" and self.command in ("GET", "HEAD"):
             self._healthz()
+            return
+        if path == JWKS_PATH and self.command in ("GET", "HEAD") and self.server.keys:
+            self._json(200, self.server.keys.keys().jwks(), cache="public, max-age=60")
             return
         reply = self.server.site.answer(self.command, self.path, _lower_keys(self.headers))
         self.send_response(reply.status)
@@ -193,12 +200,14 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         # Asked fresh on every request: /healthz must not lag behind Envoy.
         events = self.server.events.snapshot() if self.server.events is not None else None
         document = healthz_document(fetch_service_health(self.server.admin_url), events)
-        status = 200 if document["status"] == "SERVING" else 503
+        self._json(200 if document["status"] == "SERVING" else 503, document, cache="no-store")
+
+    def _json(self, status: int, document: Any, *, cache: str) -> None:
         body = json.dumps(document).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
-        self.send_header("cache-control", "no-store")
+        self.send_header("cache-control", cache)
         self.send_header("x-content-type-options", "nosniff")
         self.end_headers()
         if self.command != "HEAD":
@@ -239,6 +248,8 @@ class _HttpServer(http.server.ThreadingHTTPServer):
         self.admin_url = admin_url
         self.site = site
         self.events: EventsHealth | None = None
+        #: The key ring /.well-known/jwks.json publishes (None: no such page).
+        self.keys: KeyRing | None = None
 
 
 class _HealthStatuses(Protocol):
@@ -396,6 +407,7 @@ def build(
     poll_interval: float = 1.0,
     site: pages.Site | None = None,
     nats_url: str = "",
+    keys_dir: pathlib.Path | None = None,
 ) -> GatewaySidecar:
     """Bind the sidecar's two ports (0 picks free ones) and return it, not yet started.
 
@@ -403,7 +415,8 @@ def build(
     API, e.g. ``http://127.0.0.1:9901``. The bound ports are ``.grpc_port`` and ``.http_port``.
     ``site`` is what the HTTP port serves besides /healthz (default: the shop, /docs, and
     the OpenAPI document at :func:`gateway.pages.default_openapi_file`). ``nats_url``: the
-    broker whose state /healthz reports (none when empty).
+    broker whose state /healthz reports (none when empty). ``keys_dir``: the key ring
+    (services.common.keyring) that ``/.well-known/jwks.json`` publishes.
     """
     # A second process must not silently share the port: grpcio enables SO_REUSEPORT.
     grpc_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -414,6 +427,8 @@ def build(
         [*SERVICES.values(), health.SERVICE_NAME, reflection.SERVICE_NAME], grpc_server
     )
     http_server = _HttpServer((host, http_port), admin_url, site or pages.Site.load())
+    if keys_dir is not None:
+        http_server.keys = KeyRing(keys_dir)
     events = EventsHealth(nats_url) if nats_url else None
     sidecar = GatewaySidecar(
         grpc_server, bound_grpc_port, statuses, http_server, admin_url, poll_interval, events
@@ -432,6 +447,7 @@ async def serve(
     http_port: int = SIDECAR_HTTP_PORT,
     openapi_file: pathlib.Path | None = None,
     nats_url: str = "",
+    keys_dir: pathlib.Path | None = None,
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT.
 
@@ -445,6 +461,7 @@ async def serve(
         http_port=http_port,
         site=pages.Site.load(openapi_file=openapi_file),
         nats_url=nats_url,
+        keys_dir=keys_dir,
     )
     await sidecar.start()
     print(json.dumps({"grpcPort": sidecar.grpc_port, "httpPort": sidecar.http_port}), flush=True)
@@ -494,6 +511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("NATS_URL", ""),
         help="the NATS server whose state /healthz reports (default: $NATS_URL; none if unset)",
     )
+    parser.add_argument(
+        "--keys-dir",
+        type=pathlib.Path,
+        default=os.environ.get("CINEMA_JWT_KEYS_DIR") or None,
+        help="the JWT key ring served at /.well-known/jwks.json "
+        "(default: $CINEMA_JWT_KEYS_DIR; no JWKS if unset)",
+    )
     parser.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -508,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             http_port=args.http_port,
             openapi_file=args.openapi_file,
             nats_url=args.nats_url,
+            keys_dir=args.keys_dir,
         )
     )
     return 0

@@ -77,7 +77,52 @@ def _parser() -> argparse.ArgumentParser:
     # Listed for --help; its arguments are parsed by gateway.sidecar itself (see main).
     commands.add_parser("gateway-sidecar", help="the gateway's reflection and /healthz companion")
     _add_trace_commands(commands)
+    keys = commands.add_parser(
+        "keys",
+        help="the JWT signing keys of `cinema up` (a key ring)",
+        description="rotate: a new signing key for the services of --data-dir (or "
+        "--keys-dir); the old keys keep verifying the tokens they signed until those "
+        "expire, then leave the ring and /.well-known/jwks.json. list: the ring's keys.",
+    )
+    keys.add_argument("action", choices=("rotate", "list"))
+    keys.add_argument("--data-dir", default="cinema-data", help="as given to `cinema up`")
+    keys.add_argument("--keys-dir", default=None, help="the ring itself (default DATA_DIR/keys)")
+    keys.add_argument(
+        "--token-ttl", type=int, default=None, metavar="SECONDS",
+        help="the longest access token lifetime (default $CINEMA_ACCESS_TOKEN_TTL_SECONDS or 300)",
+    )  # fmt: skip
     return parser
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """``cinema keys rotate|list``."""
+    import datetime as dt
+    import os
+    import pathlib
+
+    from services.common import keyring
+
+    directory = pathlib.Path(args.keys_dir or pathlib.Path(args.data_dir) / "keys")
+    if args.action == "rotate":
+        ttl = args.token_ttl or int(os.environ.get("CINEMA_ACCESS_TOKEN_TTL_SECONDS") or 300)
+        if not keyring.read(directory).verifying:
+            raise SettingsError(f"no key ring in {directory} (start `cinema up` once first)")
+        kid = keyring.rotate(directory, token_ttl_seconds=ttl)
+        grace = ttl + keyring.RETIRE_MARGIN_SECONDS
+        print(f"new signing key {kid}; the others verify for {grace}s more")
+    keys = keyring.read(directory)
+    signing = keys.signing[0] if keys.signing else None
+    for key in keys.verifying:
+        made = dt.datetime.fromtimestamp(key.created, dt.UTC).isoformat(timespec="seconds")
+        if key.kid == signing:
+            state = "signs"
+        elif key.retire_at is not None:
+            until = dt.datetime.fromtimestamp(key.retire_at, dt.UTC).isoformat(timespec="seconds")
+            state = f"verifies until {until}"
+        else:
+            state = "verifies"
+        print(f"{key.kid}  made {made}  {state}")
+    return 0
 
 
 def _add_trace_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -206,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
                 )
             )
+        elif args.command == "keys":
+            raise SystemExit(_keys(args))
         elif args.command == "trace-store":
             import pathlib
 

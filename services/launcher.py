@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from services.common.auth import ensure_keypair
+from services.common import keyring
 from services.common.logs import JsonFormatter
 from services.common.settings import SERVICES, _Env
 
@@ -474,15 +474,20 @@ class System:
             if done:
                 self.say(done)
 
-    def _service_env(self, service: str, keys: tuple[pathlib.Path, pathlib.Path]) -> dict[str, str]:
-        private_key, public_key = keys
-        env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
+    def _service_env(self, service: str, keys: pathlib.Path) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.endswith("DATABASE_URL")
+            and not k.startswith(("CINEMA_JWT_PUBLIC_KEY", "CINEMA_JWT_PRIVATE_KEY"))
+        }
         env.update(
             {
                 # The services and the launcher's SIGKILL delay follow the same value.
                 "CINEMA_GRACE_SECONDS": str(self.options.grace_seconds),
                 "CINEMA_DATA_DIR": str(self.data_dir / "db"),
-                "CINEMA_JWT_PUBLIC_KEY_FILE": str(public_key),
+                # The key ring: every service follows it, `cinema keys rotate` changes it.
+                "CINEMA_JWT_KEYS_DIR": str(keys),
                 "CINEMA_GATEWAY_ADDR": f"127.0.0.1:{self.options.port}",
                 "CINEMA_LOG_FORMAT": "json",
                 "PYTHONUNBUFFERED": "1",
@@ -495,8 +500,6 @@ class System:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{self._otlp_port}"
         if service in self.options.database_urls:
             env["DATABASE_URL"] = self.options.database_urls[service]
-        if service == "user":
-            env["CINEMA_JWT_PRIVATE_KEY_FILE"] = str(private_key)
         return env
 
     def _start_trace_store(self, cinema: str) -> int:
@@ -553,7 +556,8 @@ class System:
         from gateway import envoy_config
 
         self._lock_data_dir()
-        keys = ensure_keypair(self.data_dir / "keys")
+        keys = self.data_dir / "keys"
+        keyring.ensure_ring(keys)
         cinema = str(pathlib.Path(sys.executable).parent / "cinema")
         backend = "PostgreSQL" if self.options.database_urls else "SQLite"
         self.say(
@@ -576,6 +580,8 @@ class System:
                 "0",
                 "--nats-url",
                 self._nats_url,
+                "--keys-dir",
+                str(keys),
                 "--log-format",
                 "json",
             ],

@@ -1,9 +1,12 @@
 """Access tokens: Ed25519-signed JWTs (PyJWT), issued by the user service, verified
-everywhere with the public key from the settings (no network call per request).
+everywhere with the public keys from the settings (no network call per request): one key
+file, or a key ring directory that rotates (:mod:`services.common.keyring`).
 
 Every token carries ``kid`` in its header and ``sub``, ``role``, ``iss``, ``aud``,
-``iat``, ``exp`` and ``jti`` claims; all of them are required and checked. Only EdDSA is
-accepted, so ``alg: none`` and HS256-with-the-public-key tricks are refused.
+``iat``, ``exp`` and ``jti`` claims; all of them are required and checked. Tokens issued
+at a login also carry ``sid``, the session they belong to, which a logout or revocation
+ends everywhere (:mod:`services.common.revocations`). Only EdDSA is accepted, so ``alg:
+none`` and HS256-with-the-public-key tricks are refused.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import pathlib
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.common.context import Principal, Role
 from services.common.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    from services.common.keyring import KeyRing
 
 ALGORITHM = "EdDSA"
 _LEEWAY_SECONDS = 5
@@ -59,8 +66,12 @@ class IssuedToken:
     expires_at: dt.datetime
 
 
+SigningKey = tuple[str, ed25519.Ed25519PrivateKey]
+
+
 class TokenIssuer:
-    """Signs access tokens with the private key. Only the user service has one."""
+    """Signs access tokens with the private key. Only the user service has one: a key
+    file, or the newest key of a ring (:meth:`from_ring`), looked up at each issue."""
 
     def __init__(
         self, private_key_pem: bytes, *, issuer: str, audience: str, ttl_seconds: int
@@ -68,16 +79,49 @@ class TokenIssuer:
         key = serialization.load_pem_private_key(private_key_pem, password=None)
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise ValueError("the JWT private key must be an Ed25519 key")
-        self._key = key
         public_pem = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        self._kid = key_id(public_pem)
+        fixed: SigningKey = (key_id(public_pem), key)
+        self._init(lambda: fixed, issuer=issuer, audience=audience, ttl_seconds=ttl_seconds)
+
+    def _init(
+        self, signing: Callable[[], SigningKey], *, issuer: str, audience: str, ttl_seconds: int
+    ) -> None:
+        self._signing = signing
         self._issuer = issuer
         self._audience = audience
         self._ttl = dt.timedelta(seconds=ttl_seconds)
+        self.ttl_seconds = ttl_seconds
 
-    def issue(self, subject: str, role: Role, *, now: dt.datetime | None = None) -> IssuedToken:
+    @classmethod
+    def from_ring(
+        cls, ring: KeyRing, *, issuer: str, audience: str, ttl_seconds: int
+    ) -> TokenIssuer:
+        def signing() -> SigningKey:
+            current = ring.keys().signing
+            if current is None:
+                raise RuntimeError(f"the key ring {ring.directory} has no private key")
+            return current
+
+        signing()  # fail at start, not at the first login
+        self = cls.__new__(cls)
+        self._init(signing, issuer=issuer, audience=audience, ttl_seconds=ttl_seconds)
+        return self
+
+    @property
+    def kid(self) -> str:
+        """The id of the key that signs right now."""
+        return self._signing()[0]
+
+    def issue(
+        self,
+        subject: str,
+        role: Role,
+        *,
+        session_id: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> IssuedToken:
         issued_at = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
         expires_at = issued_at + self._ttl
         claims: dict[str, Any] = {
@@ -89,7 +133,10 @@ class TokenIssuer:
             "exp": expires_at,
             "jti": uuid.uuid4().hex,
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self._kid})
+        if session_id is not None:
+            claims["sid"] = session_id
+        kid, key = self._signing()
+        token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
         return IssuedToken(token=token, expires_at=expires_at)
 
 
@@ -106,8 +153,36 @@ class TokenVerifier:
     def __init__(
         self, public_key_pem: bytes, *, issuer: str, audience: str, cache_size: int = 4096
     ) -> None:
-        self._key = serialization.load_pem_public_key(public_key_pem)
-        self._kid = key_id(public_key_pem)
+        fixed = {key_id(public_key_pem): serialization.load_pem_public_key(public_key_pem)}
+        self._init(lambda: fixed, issuer=issuer, audience=audience, cache_size=cache_size)
+
+    @classmethod
+    def from_ring(
+        cls, ring: KeyRing, *, issuer: str, audience: str, cache_size: int = 4096
+    ) -> TokenVerifier:
+        """Verify with every live key of ``ring``, following its rotations."""
+        loaded: dict[bytes, Any] = {}
+
+        def keys() -> Mapping[str, Any]:
+            verifying = ring.keys().verifying
+            for key in verifying:
+                if key.public_pem not in loaded:
+                    loaded[key.public_pem] = serialization.load_pem_public_key(key.public_pem)
+            return {key.kid: loaded[key.public_pem] for key in verifying}
+
+        self = cls.__new__(cls)
+        self._init(keys, issuer=issuer, audience=audience, cache_size=cache_size)
+        return self
+
+    def _init(
+        self,
+        keys: Callable[[], Mapping[str, Any]],
+        *,
+        issuer: str,
+        audience: str,
+        cache_size: int,
+    ) -> None:
+        self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._cache_size = cache_size
@@ -139,11 +214,12 @@ class TokenVerifier:
     def _verify_signed(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
-            if header.get("kid") != self._kid:
+            key = self._keys().get(str(header.get("kid")))
+            if key is None:
                 raise Unauthenticated("access token signed by an unknown key")
             claims = jwt.decode(
                 token,
-                self._key,  # type: ignore[arg-type]
+                key,
                 algorithms=[ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
@@ -159,9 +235,11 @@ class TokenVerifier:
         except ValueError:
             raise Unauthenticated("invalid access token", reason="TOKEN_INVALID") from None
         subject = claims["sub"]
-        if not isinstance(subject, str) or not subject:
+        session = claims.get("sid", "")
+        if not isinstance(subject, str) or not subject or not isinstance(session, str):
             raise Unauthenticated("invalid access token", reason="TOKEN_INVALID")
-        return Principal(subject=subject, role=role), float(claims["exp"])
+        principal = Principal(subject=subject, role=role, session_id=session)
+        return principal, float(claims["exp"])
 
 
 def ensure_keypair(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:

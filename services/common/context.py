@@ -18,10 +18,12 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: the subject of a verified access token."""
+    """An authenticated caller: the subject of a verified access token, and the session
+    it was issued to ("" for a token of no session)."""
 
     subject: str
     role: Role
+    session_id: str = ""
 
     @property
     def is_admin(self) -> bool:

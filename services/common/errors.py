@@ -105,9 +105,21 @@ class Unavailable(DomainError):
 
 
 class ResourceExhausted(DomainError):
-    """Too much of something is in use right now (e.g. expensive checks); retry shortly."""
+    """Too much of something is in use right now (e.g. expensive checks); retry shortly.
+    ``retry_after`` (seconds), when known, reaches the client as ``google.rpc.RetryInfo``."""
 
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after
 
 
 class DeadlineExceeded(DomainError):

@@ -23,6 +23,7 @@ from cinema.v1 import access_pb2
 from services.common import errors, status
 from services.common.auth import TokenVerifier
 from services.common.context import CALL_ID_MAX, CALL_ID_METADATA, Deadline, RequestContext
+from services.common.revocations import Revocations
 from services.common.text_fields import nul_violations
 
 logger = logging.getLogger(__name__)
@@ -164,15 +165,24 @@ def call_id(metadata: Any) -> str | None:
 class AuthorizationInterceptor(_WrappingInterceptor):
     """Checks every cinema.v1 RPC against the access rule its proto declares."""
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(self, verifier: TokenVerifier, revocations: Revocations | None = None) -> None:
         super().__init__()
         self._verifier = verifier
+        self._revocations = revocations
 
     def authorize(self, method: str, metadata: Any, deadline: Deadline) -> RequestContext:
         """The request context of an allowed call; raises Unauthenticated/PermissionDenied."""
         access = access_of(method)
         token = bearer_token(metadata)
         principal = self._verifier.verify(token) if token is not None else None
+        if (
+            principal is not None
+            and self._revocations is not None
+            and self._revocations.is_revoked(principal.session_id)
+        ):
+            raise errors.Unauthenticated(
+                "this session has ended: log in again", reason="SESSION_REVOKED"
+            )
         if access == access_pb2.ACCESS_PUBLIC:
             pass
         elif access in (access_pb2.ACCESS_AUTHENTICATED, access_pb2.ACCESS_ADMIN):

@@ -39,6 +39,7 @@ from services.common.auth import TokenVerifier
 from services.common.events.bus import EventBus
 from services.common.interceptors import AuthorizationInterceptor, ErrorMappingInterceptor
 from services.common.metrics import MetricsInterceptor, serve_metrics
+from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ class CinemaServer:
                 # no /metrics, and no work per call for it either).
                 *([MetricsInterceptor()] if metrics_address else []),
                 ErrorMappingInterceptor(),
-                AuthorizationInterceptor(verifier),
+                AuthorizationInterceptor(
+                    verifier, spec.events.revocations if spec.events is not None else None
+                ),
             ],
             # grpcio turns SO_REUSEPORT on by default; a second process would then share the
             # port silently. Only opt in where several processes share a port on purpose.
@@ -160,7 +163,10 @@ class CinemaServer:
     def _watch_database(self) -> None:
         serving: bool | None = None
         while not self._stopping.is_set():
-            ok = self.spec.database_ping()
+            # Not before the ended sessions are known (or the broker proved away).
+            ok = self.spec.database_ping() and (
+                self.spec.events is None or self.spec.events.ready()
+            )
             if ok != serving and not self._stopping.is_set():
                 serving = ok
                 self._set_health(SERVING if ok else NOT_SERVING)
@@ -226,6 +232,22 @@ def describe_database_error(error: BaseException) -> str:
     return " ".join(first.split())
 
 
+def token_verifier(settings: Settings) -> TokenVerifier:
+    """The verifier of access tokens: every live key of the ring, or the one public key."""
+    if settings.jwt_keys_dir is not None:
+        from services.common.keyring import KeyRing
+
+        return TokenVerifier.from_ring(
+            KeyRing(settings.jwt_keys_dir),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    assert settings.jwt_public_key_pem is not None
+    return TokenVerifier(
+        settings.jwt_public_key_pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+
 def serve(service: str, *, host: str, port: int) -> None:
     """Run one service process until SIGTERM/SIGINT: what ``cinema serve`` does.
 
@@ -270,9 +292,7 @@ def serve(service: str, *, host: str, port: int) -> None:
         logger.error("database error: %s (DATABASE_URL %s)", describe_database_error(error), where)
         raise SystemExit(1) from None
     try:
-        verifier = TokenVerifier(
-            settings.jwt_public_key_pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
+        verifier = token_verifier(settings)
         server = CinemaServer(
             spec,
             verifier,

@@ -39,7 +39,7 @@ class Settings:
     cast_service_addr: str
     movie_service_addr: str
     user_service_addr: str
-    jwt_public_key_pem: bytes
+    jwt_public_key_pem: bytes | None
     jwt_private_key_pem: bytes | None
     jwt_issuer: str
     jwt_audience: str
@@ -62,6 +62,10 @@ class Settings:
     events_enabled: bool = True
     #: Replicas of the JetStream streams the services create (3 on a 3-server cluster).
     events_stream_replicas: int = 1
+    #: A key ring directory (services.common.keyring) instead of the two key files.
+    jwt_keys_dir: pathlib.Path | None = None
+    #: How long a session (its refresh tokens) lasts at most.
+    session_ttl_seconds: int = 30 * 24 * 3600
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,9 +82,15 @@ class Settings:
                 f"PostgreSQL (postgresql+psycopg2://...), got {database_url.split(':')[0]}:..."
             )
         gateway = env.text("CINEMA_GATEWAY_ADDR", "127.0.0.1:8080")
-        public_key = env.pem("CINEMA_JWT_PUBLIC_KEY", required=True)
-        assert public_key is not None
-        private_key = env.pem("CINEMA_JWT_PRIVATE_KEY", required=service == "user")
+        keys_dir = env.optional("CINEMA_JWT_KEYS_DIR")
+        public_key = env.pem("CINEMA_JWT_PUBLIC_KEY", required=keys_dir is None)
+        private_key = env.pem(
+            "CINEMA_JWT_PRIVATE_KEY", required=service == "user" and keys_dir is None
+        )
+        if keys_dir is not None and (public_key is not None or private_key is not None):
+            raise SettingsError("set CINEMA_JWT_KEYS_DIR or the CINEMA_JWT_*_KEY files, not both")
+        if keys_dir is not None and not pathlib.Path(keys_dir).is_dir():
+            raise SettingsError(f"CINEMA_JWT_KEYS_DIR: {keys_dir} is not a directory")
         admin_email = env.optional("CINEMA_ADMIN_EMAIL")
         admin_password = env.optional("CINEMA_ADMIN_PASSWORD")
         if service == "user" and (admin_email is None) != (admin_password is None):
@@ -111,7 +121,9 @@ class Settings:
             jwt_private_key_pem=private_key,
             jwt_issuer=env.text("CINEMA_JWT_ISSUER", "cinema"),
             jwt_audience=env.text("CINEMA_JWT_AUDIENCE", "cinema"),
-            access_token_ttl_seconds=env.integer("CINEMA_ACCESS_TOKEN_TTL_SECONDS", 900, low=30),
+            access_token_ttl_seconds=env.integer("CINEMA_ACCESS_TOKEN_TTL_SECONDS", 300, low=30),
+            session_ttl_seconds=env.integer("CINEMA_SESSION_TTL_SECONDS", 30 * 24 * 3600, low=60),
+            jwt_keys_dir=pathlib.Path(keys_dir) if keys_dir else None,
             admin_email=admin_email,
             admin_password=admin_password,
             argon2=Argon2Parameters(

@@ -9,7 +9,7 @@ the same status into the JSON error body with the matching HTTP status.
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -100,6 +100,10 @@ def to_rpc_status(error: errors.DomainError) -> status_pb2.Status:
         if len(error.violations) > MAX_VIOLATIONS and message.startswith("invalid request: "):
             shown = errors.summarize(error.violations[:3])
             message = f"invalid request: {shown}; and {len(error.violations) - 3} more"
+    if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(0, int(error.retry_after * 1000)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(
         code=code.value[0], message=_clip(message, _MAX_MESSAGE), details=details
     )

@@ -40,8 +40,20 @@ FULL_NAME = "cinema.v1.UserService"
 
 def token_issuer(settings: Settings) -> TokenIssuer:
     """The access-token signer; SettingsError when the key is missing or not the pair of
-    the public key."""
-    if settings.jwt_private_key_pem is None:
+    the public key. With a key ring, the ring's newest key (followed as it rotates)."""
+    if settings.jwt_keys_dir is not None:
+        from services.common.keyring import KeyRing
+
+        try:
+            return TokenIssuer.from_ring(
+                KeyRing(settings.jwt_keys_dir),
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                ttl_seconds=settings.access_token_ttl_seconds,
+            )
+        except RuntimeError as error:
+            raise SettingsError(f"CINEMA_JWT_KEYS_DIR: {error}") from None
+    if settings.jwt_private_key_pem is None or settings.jwt_public_key_pem is None:
         raise SettingsError("CINEMA_JWT_PRIVATE_KEY_FILE (or CINEMA_JWT_PRIVATE_KEY) is required")
     try:
         issuer = TokenIssuer(
@@ -96,6 +108,7 @@ def build(settings: Settings) -> ServiceSpec:
             # GetUser 0.41 s with 2 at once, 0.31 s with 1, minutes with no limit.
             PasswordHasher(settings.argon2, max_concurrent=max(1, settings.worker_threads // 4)),
             issuer,
+            session_ttl_seconds=settings.session_ttl_seconds,
         )
         bootstrap_first_admin(service, settings)
     except BaseException:

@@ -52,6 +52,39 @@ class OwnedMovie:
 
 
 @dataclass(frozen=True)
+class Session:
+    """A login session of an account."""
+
+    id: str
+    user_id: str
+    create_time: dt.datetime
+    refresh_time: dt.datetime
+    expire_time: dt.datetime
+    revoke_time: dt.datetime | None = None
+
+    def live(self, now: dt.datetime) -> bool:
+        return self.revoke_time is None and now < self.expire_time
+
+
+#: Failed logins for one email before the next attempt must wait.
+THROTTLE_AFTER = 5
+#: The longest such wait, in seconds.
+THROTTLE_MAX_SECONDS = 60
+#: Failures older than this are forgotten.
+THROTTLE_WINDOW = dt.timedelta(minutes=15)
+
+
+def login_wait(failures: int, last_failure: dt.datetime, now: dt.datetime) -> float:
+    """Seconds an attempt for an email must still wait after ``failures`` failed ones (the
+    last at ``last_failure``): none for the first few, then one second more per failure,
+    at most :data:`THROTTLE_MAX_SECONDS`. The same for every email, account or not."""
+    if failures < THROTTLE_AFTER or now - last_failure > THROTTLE_WINDOW:
+        return 0.0
+    wait = min(failures - THROTTLE_AFTER + 1, THROTTLE_MAX_SECONDS)
+    return max(0.0, wait - (now - last_failure).total_seconds())
+
+
+@dataclass(frozen=True)
 class PaidMovie:
     """One movie of a paid order, as an OrderPaid event tells it."""
 

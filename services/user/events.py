@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from cinema.v1 import events_pb2
 from services.common.events.bus import Consumer
-from services.user.domain import PaidMovie
+from services.common.wire import timestamp
+from services.user.domain import PaidMovie, Session
 from services.user.repository import UserUnitOfWork
 
 if TYPE_CHECKING:
@@ -29,6 +30,18 @@ CONSUMER = "user"
 
 def user_deleted(user_id: str) -> events_pb2.UserDeleted:
     return events_pb2.UserDeleted(user_id=user_id)
+
+
+def session_revoked(
+    session: Session, until: dt.datetime, reason: events_pb2.SessionRevoked.Reason.ValueType
+) -> events_pb2.SessionRevoked:
+    """``session`` ended: its access tokens are refused everywhere until ``until``."""
+    return events_pb2.SessionRevoked(
+        session_id=session.id,
+        user_id=session.user_id,
+        expire_time=timestamp(until),
+        reason=reason,
+    )
 
 
 def consumer(uow: Callable[[], UserUnitOfWork], service: UserService) -> Consumer:

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import CheckConstraint, DateTime, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.events import tables as event_tables
@@ -69,6 +77,45 @@ class OwnedMovieRow(Base):
     title_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     order_id: Mapped[str] = mapped_column(String(64))
     purchase_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SessionRow(Base):
+    """A login session: what the refresh tokens of one login belong to, and what a
+    logout or revocation ends (``revoke_time``)."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_user_id_id", "user_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    refresh_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expire_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoke_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoke_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class RefreshTokenRow(Base):
+    """Every refresh token a session was given, by the SHA-256 of the token (the token is
+    256 random bits: a fast hash is safe, and only the hash is stored). ``use_time`` is
+    set when it is exchanged; a second exchange finds it set and ends the session."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(32), index=True)
+    issue_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    use_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginFailureRow(Base):
+    """Failed logins per email (whether or not an account has it): the throttle's count."""
+
+    __tablename__ = "login_failures"
+
+    email_key: Mapped[str] = mapped_column(String(254), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 #: The outbox and inbox (services.common.events.tables), like every service's.

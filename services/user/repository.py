@@ -23,12 +23,15 @@ from services.common.context import Role
 from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
 from services.common.ids import new_id
-from services.user.domain import EmailTaken, OwnedMovie, PaidMovie, User, email_key
+from services.user.domain import EmailTaken, OwnedMovie, PaidMovie, Session, User, email_key
 from services.user.models import (
     EMAIL_KEY_CONSTRAINT,
     REQUEST_KEY_INDEX,
     Base,
+    LoginFailureRow,
     OwnedMovieRow,
+    RefreshTokenRow,
+    SessionRow,
     UserRow,
 )
 
@@ -101,6 +104,42 @@ class LibraryRepository(Protocol):
         ...
 
 
+class SessionRepository(Protocol):
+    """Login sessions and their refresh tokens (by hash)."""
+
+    def add(self, session: Session) -> None: ...
+    def get(self, session_id: str, *, for_update: bool = False) -> Session | None: ...
+    def live_of_user(self, user_id: str, now: dt.datetime) -> list[Session]:
+        """The account's sessions not revoked and not expired, newest first."""
+        ...
+
+    def list_live(
+        self, user_id: str, before_id: str | None, limit: int, now: dt.datetime
+    ) -> list[Session]: ...
+    def revoke(self, session_id: str, now: dt.datetime, reason: str) -> bool:
+        """End a live session; False when it had ended already."""
+        ...
+
+    def touch(self, session_id: str, now: dt.datetime) -> None:
+        """Record a refresh of the session."""
+        ...
+
+    def add_refresh_token(self, token_hash: str, session_id: str, now: dt.datetime) -> None: ...
+    def use_refresh_token(self, token_hash: str, now: dt.datetime) -> tuple[str, bool] | None:
+        """Mark the token used: its session id and whether it had been used before (None
+        when no such token was ever issued). Locks the token's row."""
+        ...
+
+
+class LoginFailureRepository(Protocol):
+    def get(self, email_key: str) -> tuple[int, dt.datetime] | None:
+        """Failures and the time of the last one, for ``email_key``."""
+        ...
+
+    def record(self, email_key: str, failures: int, now: dt.datetime) -> None: ...
+    def clear(self, email_key: str) -> None: ...
+
+
 class UserUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the user tables."""
 
@@ -108,6 +147,10 @@ class UserUnitOfWork(UnitOfWork, Protocol):
     def users(self) -> UserRepository: ...
     @property
     def library(self) -> LibraryRepository: ...
+    @property
+    def sessions(self) -> SessionRepository: ...
+    @property
+    def login_failures(self) -> LoginFailureRepository: ...
 
 
 _users = Base.metadata.tables[UserRow.__tablename__]
@@ -308,13 +351,162 @@ class SqlAlchemyLibraryRepository:
         self._connection.execute(delete(_owned).where(_owned.c.user_id == user_id))
 
 
+_sessions = Base.metadata.tables[SessionRow.__tablename__]
+_refresh_tokens = Base.metadata.tables[RefreshTokenRow.__tablename__]
+_login_failures = Base.metadata.tables[LoginFailureRow.__tablename__]
+_SESSION_COLUMNS = [
+    _sessions.c.id,
+    _sessions.c.user_id,
+    _sessions.c.create_time,
+    _sessions.c.refresh_time,
+    _sessions.c.expire_time,
+    _sessions.c.revoke_time,
+]
+
+
+def _session(row: Sequence[Any]) -> Session:
+    session_id, user_id, created, refreshed, expires, revoked = row
+    return Session(
+        session_id,
+        user_id,
+        as_utc(created),
+        as_utc(refreshed),
+        as_utc(expires),
+        as_utc(revoked) if revoked is not None else None,
+    )
+
+
+class SqlAlchemySessionRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, session: Session) -> None:
+        self._connection.execute(
+            insert(_sessions),
+            {
+                "id": session.id,
+                "user_id": session.user_id,
+                "create_time": session.create_time,
+                "refresh_time": session.refresh_time,
+                "expire_time": session.expire_time,
+            },
+        )
+
+    def get(self, session_id: str, *, for_update: bool = False) -> Session | None:
+        query = select(*_SESSION_COLUMNS).where(_sessions.c.id == session_id)
+        if for_update:
+            query = query.with_for_update()
+        row = self._connection.execute(query).first()
+        return _session(row) if row else None
+
+    def _live(self, user_id: str, now: dt.datetime) -> Any:
+        return (
+            select(*_SESSION_COLUMNS)
+            .where(
+                _sessions.c.user_id == user_id,
+                _sessions.c.revoke_time.is_(None),
+                _sessions.c.expire_time > now,
+            )
+            .order_by(_sessions.c.id.desc())
+        )
+
+    def live_of_user(self, user_id: str, now: dt.datetime) -> list[Session]:
+        return [_session(row) for row in self._connection.execute(self._live(user_id, now))]
+
+    def list_live(
+        self, user_id: str, before_id: str | None, limit: int, now: dt.datetime
+    ) -> list[Session]:
+        query = self._live(user_id, now).limit(limit)
+        if before_id is not None:
+            query = query.where(_sessions.c.id < before_id)
+        return [_session(row) for row in self._connection.execute(query)]
+
+    def revoke(self, session_id: str, now: dt.datetime, reason: str) -> bool:
+        result = self._connection.execute(
+            update(_sessions)
+            .where(_sessions.c.id == session_id, _sessions.c.revoke_time.is_(None))
+            .values(revoke_time=now, revoke_reason=reason)
+        )
+        return bool(result.rowcount)
+
+    def touch(self, session_id: str, now: dt.datetime) -> None:
+        self._connection.execute(
+            update(_sessions).where(_sessions.c.id == session_id).values(refresh_time=now)
+        )
+
+    def add_refresh_token(self, token_hash: str, session_id: str, now: dt.datetime) -> None:
+        self._connection.execute(
+            insert(_refresh_tokens),
+            {"token_hash": token_hash, "session_id": session_id, "issue_time": now},
+        )
+
+    def use_refresh_token(self, token_hash: str, now: dt.datetime) -> tuple[str, bool] | None:
+        row = self._connection.execute(
+            select(_refresh_tokens.c.session_id, _refresh_tokens.c.use_time)
+            .where(_refresh_tokens.c.token_hash == token_hash)
+            .with_for_update()
+        ).first()
+        if row is None:
+            return None
+        session_id, used = row
+        if used is None:
+            self._connection.execute(
+                update(_refresh_tokens)
+                .where(_refresh_tokens.c.token_hash == token_hash)
+                .values(use_time=now)
+            )
+        return str(session_id), used is not None
+
+
+class SqlAlchemyLoginFailureRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def get(self, email_key: str) -> tuple[int, dt.datetime] | None:
+        row = self._connection.execute(
+            select(_login_failures.c.failures, _login_failures.c.last_failure_time).where(
+                _login_failures.c.email_key == email_key
+            )
+        ).first()
+        return (int(row[0]), as_utc(row[1])) if row else None
+
+    def record(self, email_key: str, failures: int, now: dt.datetime) -> None:
+        updated = self._connection.execute(
+            update(_login_failures)
+            .where(_login_failures.c.email_key == email_key)
+            .values(failures=failures, last_failure_time=now)
+        )
+        if not updated.rowcount:
+            try:
+                with self._connection.begin_nested():
+                    self._connection.execute(
+                        insert(_login_failures),
+                        {"email_key": email_key, "failures": failures, "last_failure_time": now},
+                    )
+            except IntegrityError:  # another replica counted this email first: count on
+                self._connection.execute(
+                    update(_login_failures)
+                    .where(_login_failures.c.email_key == email_key)
+                    .values(failures=_login_failures.c.failures + 1, last_failure_time=now)
+                )
+
+    def clear(self, email_key: str) -> None:
+        self._connection.execute(
+            delete(_login_failures).where(_login_failures.c.email_key == email_key)
+        )
+
+
 class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
     """Every read-only use case of accounts is one statement, so reads run without a
     transaction (autocommit on PostgreSQL); writes are one transaction."""
 
     users: SqlAlchemyUserRepository
     library: SqlAlchemyLibraryRepository
+    sessions: SqlAlchemySessionRepository
+    login_failures: SqlAlchemyLoginFailureRepository
 
     def _bind(self, connection: Connection) -> None:
         self.users = SqlAlchemyUserRepository(connection)
         self.library = SqlAlchemyLibraryRepository(connection)
+        self.sessions = SqlAlchemySessionRepository(connection)
+        self.login_failures = SqlAlchemyLoginFailureRepository(connection)

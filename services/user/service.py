@@ -34,10 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
+import math
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from cinema.v1.events_pb2 import SessionRevoked
 from services.common import pagination
 from services.common.auth import TokenIssuer
 from services.common.clock import Clock, utc_now
@@ -48,6 +52,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Violations,
     require_id,
@@ -59,17 +64,20 @@ from services.user import events
 from services.user.domain import (
     EMAIL_MAX,
     PASSWORD_MAX,
+    THROTTLE_WINDOW,
     UPDATABLE_FIELDS,
     CheckedFields,
     EmailTaken,
     OwnedMovie,
     PaidMovie,
+    Session,
     User,
     UserFields,
     check_email,
     check_fields,
     check_password,
     email_key,
+    login_wait,
 )
 from services.user.passwords import PasswordHasher
 from services.user.repository import UserUnitOfWork
@@ -83,11 +91,34 @@ FIRST_ADMIN_DISPLAY_NAME = "Administrator"
 
 @dataclass(frozen=True)
 class AccessGrant:
-    """A signed access token, when it expires, and how many seconds are left until then."""
+    """What a login or a refresh answers: a signed access token, when it expires and how
+    many seconds are left until then, and the session's new refresh token."""
 
     access_token: str = field(repr=False)
     expire_time: dt.datetime
     expires_in: int
+    refresh_token: str = field(default="", repr=False)
+    session_id: str = ""
+    refresh_expire_time: dt.datetime | None = None
+
+
+#: Longest refresh token accepted (ours are 43 characters).
+REFRESH_TOKEN_MAX = 200
+#: A revocation outlives the session's last access token by this much (clock skew and the
+#: verifier's leeway).
+_REVOCATION_MARGIN = dt.timedelta(seconds=10)
+
+
+def _hash_token(token: str) -> str:
+    """How a refresh token is stored: 256 random bits need no slow hash."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _invalid_refresh_token() -> Unauthenticated:
+    return Unauthenticated(
+        "the refresh token is not valid (unknown, expired, or its session has ended)",
+        reason="REFRESH_TOKEN_INVALID",
+    )
 
 
 def _bad_credentials() -> Unauthenticated:
@@ -128,11 +159,14 @@ class UserService:
         passwords: PasswordHasher,
         tokens: TokenIssuer,
         clock: Clock = utc_now,
+        *,
+        session_ttl_seconds: int = 30 * 24 * 3600,
     ) -> None:
         self._uow = uow
         self._passwords = passwords
         self._tokens = tokens
         self._clock = clock
+        self._session_ttl = dt.timedelta(seconds=session_ttl_seconds)
 
     def create_user(
         self,
@@ -260,6 +294,13 @@ class UserService:
                 update_time=self._clock(),
             )
             uow.users.save(updated)
+            if role is not current.role:
+                # Its tokens carry the old role: every session ends, the caller's too.
+                self._end_sessions(uow, user_id, SessionRevoked.REASON_ROLE_CHANGED)
+            elif new_hash is not None:
+                # Whoever knew the old password is signed out; the one who changed it not.
+                keep = principal.session_id if own_account else None
+                self._end_sessions(uow, user_id, SessionRevoked.REASON_PASSWORD_CHANGED, keep)
             uow.commit()
         return updated
 
@@ -286,6 +327,7 @@ class UserService:
             if not uow.users.delete(user_id):
                 raise NotFound("user", user_id)
             uow.library.forget_user(user_id)
+            self._end_sessions(uow, user_id, SessionRevoked.REASON_USER_DELETED)
             uow.outbox.add(events.user_deleted(user_id), self._clock())
             uow.commit()
 
@@ -324,12 +366,18 @@ class UserService:
         uow.library.rename(movie_id, title, as_of)
 
     def login(self, email: str, password: str) -> AccessGrant:
-        """An access token for the account with ``email`` and ``password``.
+        """A new session for the account with ``email`` and ``password``: an access token
+        and a refresh token.
 
         Not one transaction on purpose: the lookup is a read, the argon2 verification
         runs outside any transaction (it is slow, and must not hold a connection or
         SQLite's write lock), and upgrading a hash made with old parameters is a short
         write of its own that only swaps the hash it verified.
+
+        Failed logins are counted per email, whether an account has it or not, and after
+        a few an attempt must wait (:func:`~services.user.domain.login_wait`): refused with
+        RESOURCE_EXHAUSTED before any password check, so the answer and its timing are the
+        same for a known and an unknown email.
         """
         violations = Violations()
         if not email.strip():
@@ -342,23 +390,159 @@ class UserService:
         elif len(password) > PASSWORD_MAX:
             violations.add("password", f"must be at most {PASSWORD_MAX} characters")
         violations.raise_if_any()
+        key = email_key(email)
+        now = self._clock()
         with self._uow(read_only=True) as uow:
-            user = uow.users.get_by_email(email_key(email))
+            user = uow.users.get_by_email(key)
+            failed = uow.login_failures.get(key)
+        if failed is not None and (wait := login_wait(*failed, now)) > 0:
+            seconds = max(1, math.ceil(wait))
+            raise ResourceExhausted(
+                f"too many failed logins for this email; try again in {seconds} s",
+                reason="LOGIN_THROTTLED",
+                retry_after=wait,
+            )
         if user is None:
             self._passwords.verify_dummy(password)
+            self._count_failure(key, failed, now)
             raise _bad_credentials()
         if not self._passwords.verify(user.password_hash, password):
+            self._count_failure(key, failed, now)
             raise _bad_credentials()
         if self._passwords.needs_rehash(user.password_hash):
             self._upgrade_hash(user, password)
         # Whole seconds, as in the token, so that expires_in is exactly the TTL.
         now = self._clock().replace(microsecond=0)
-        issued = self._tokens.issue(user.id, user.role, now=now)
+        session = Session(new_id(), user.id, now, now, now + self._session_ttl)
+        refresh_token = secrets.token_urlsafe(32)
+        with self._uow() as uow:
+            if failed is not None:
+                uow.login_failures.clear(key)
+            uow.sessions.add(session)
+            uow.sessions.add_refresh_token(_hash_token(refresh_token), session.id, now)
+            uow.commit()
+        return self._grant(user, session, refresh_token, now)
+
+    def _grant(
+        self, user: User, session: Session, refresh_token: str, now: dt.datetime
+    ) -> AccessGrant:
+        issued = self._tokens.issue(user.id, user.role, session_id=session.id, now=now)
         return AccessGrant(
             access_token=issued.token,
             expire_time=issued.expires_at,
             expires_in=int((issued.expires_at - now).total_seconds()),
+            refresh_token=refresh_token,
+            session_id=session.id,
+            refresh_expire_time=session.expire_time,
         )
+
+    def _count_failure(
+        self, key: str, failed: tuple[int, dt.datetime] | None, now: dt.datetime
+    ) -> None:
+        recent = failed is not None and now - failed[1] <= THROTTLE_WINDOW
+        with self._uow() as uow:
+            uow.login_failures.record(key, (failed[0] if failed and recent else 0) + 1, now)
+            uow.commit()
+
+    def refresh_token(self, refresh_token: str) -> AccessGrant:
+        """New tokens of the session ``refresh_token`` belongs to; the token is spent.
+
+        A token spent before ends its session (OAuth 2.0 Security BCP, refresh token
+        rotation): one of the two holders is not the owner, and the server cannot tell
+        which. The session ends in its own committed transaction, then the call fails.
+        """
+        violations = Violations()
+        if not refresh_token:
+            violations.add("refresh_token", "is required")
+        elif len(refresh_token) > REFRESH_TOKEN_MAX:
+            violations.add("refresh_token", f"must be at most {REFRESH_TOKEN_MAX} characters")
+        violations.raise_if_any()
+        now = self._clock().replace(microsecond=0)
+        reused = False
+        with self._uow() as uow:
+            found = uow.sessions.use_refresh_token(_hash_token(refresh_token), now)
+            if found is None:
+                raise _invalid_refresh_token()
+            session_id, spent = found
+            session = uow.sessions.get(session_id, for_update=True)
+            if session is None or not session.live(now):
+                raise _invalid_refresh_token()
+            user = uow.users.get(session.user_id)
+            if spent or user is None:
+                reused = spent
+                self._end_session(uow, session, SessionRevoked.REASON_REFRESH_TOKEN_REUSED)
+                uow.commit()
+            else:
+                renewed = secrets.token_urlsafe(32)
+                uow.sessions.add_refresh_token(_hash_token(renewed), session.id, now)
+                uow.sessions.touch(session.id, now)
+                uow.commit()
+        if reused:
+            logger.warning("refresh token of session %s used twice: session ended", session_id)
+            raise Unauthenticated(
+                "this refresh token was used before: its session has ended, log in again",
+                reason="REFRESH_TOKEN_REUSED",
+            )
+        if user is None:
+            raise _invalid_refresh_token()
+        return self._grant(user, session, renewed, now)
+
+    def logout(self, context: RequestContext) -> None:
+        """End the caller's session (the access token's ``sid``)."""
+        principal = context.require_principal()
+        if not principal.session_id:
+            raise FailedPrecondition("this access token belongs to no session", reason="NO_SESSION")
+        with self._uow() as uow:
+            session = uow.sessions.get(principal.session_id, for_update=True)
+            if session is not None and session.user_id == principal.subject:
+                self._end_session(uow, session, SessionRevoked.REASON_LOGOUT)
+                uow.commit()
+
+    def list_sessions(
+        self, user_id: str, page_size: int, page_token: str, context: RequestContext
+    ) -> pagination.Page[Session]:
+        """An account's live sessions, newest first: the caller's own, or any for an admin."""
+        require_id(user_id, "user_id")
+        context.require_self_or_admin(user_id)
+        now = self._clock()
+
+        def fetch(before: str | None, limit: int) -> list[Session]:
+            with self._uow(read_only=True) as uow:
+                return uow.sessions.list_live(user_id, before, limit, now)
+
+        return pagination.keyset_page(page_size, page_token, {"user_id": user_id}, fetch)
+
+    def revoke_session(self, session_id: str, context: RequestContext) -> None:
+        """End a session: one of the caller's own, or anyone's for an admin. Someone else's
+        session is NOT_FOUND for a non-admin, as if it did not exist."""
+        principal = context.require_principal()
+        require_id(session_id, "id")
+        with self._uow() as uow:
+            session = uow.sessions.get(session_id, for_update=True)
+            if session is None or (not principal.is_admin and session.user_id != principal.subject):
+                raise NotFound("session", session_id)
+            self._end_session(uow, session, SessionRevoked.REASON_REVOKED)
+            uow.commit()
+
+    def _end_session(
+        self, uow: UserUnitOfWork, session: Session, reason: SessionRevoked.Reason.ValueType
+    ) -> None:
+        """Revoke ``session`` and tell every service (in ``uow``'s transaction)."""
+        now = self._clock()
+        if uow.sessions.revoke(session.id, now, SessionRevoked.Reason.Name(reason)):
+            until = now + dt.timedelta(seconds=self._tokens.ttl_seconds) + _REVOCATION_MARGIN
+            uow.outbox.add(events.session_revoked(session, until, reason), now)
+
+    def _end_sessions(
+        self,
+        uow: UserUnitOfWork,
+        user_id: str,
+        reason: SessionRevoked.Reason.ValueType,
+        keep: str | None = None,
+    ) -> None:
+        for session in uow.sessions.live_of_user(user_id, self._clock()):
+            if session.id != keep:
+                self._end_session(uow, session, reason)
 
     def _upgrade_hash(self, user: User, password: str) -> None:
         new_hash = self._passwords.hash(password)

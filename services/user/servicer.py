@@ -15,7 +15,7 @@ from services.common.context import Role
 from services.common.interceptors import current_request
 from services.common.wire import populated_fields, timestamp
 from services.user.domain import User, UserFields
-from services.user.service import UserService
+from services.user.service import AccessGrant, UserService
 
 _ROLES_TO_PROTO = {Role.USER: user_pb2.ROLE_USER, Role.ADMIN: user_pb2.ROLE_ADMIN}
 _ROLES_FROM_PROTO: dict[user_pb2.Role.ValueType, str] = {
@@ -53,6 +53,20 @@ def _fields(message: user_pb2.User) -> UserFields:
         current_password=message.current_password,
         role=_role(message.role),
     )
+
+
+def _grant_to_proto(grant: AccessGrant) -> user_pb2.LoginResponse:
+    reply = user_pb2.LoginResponse(
+        access_token=grant.access_token,
+        token_type=AUTHORIZATION_SCHEME,
+        expire_time=timestamp(grant.expire_time),
+        expires_in=grant.expires_in,
+        refresh_token=grant.refresh_token,
+        session_id=grant.session_id,
+    )
+    if grant.refresh_expire_time is not None:
+        reply.refresh_expire_time.CopyFrom(timestamp(grant.refresh_expire_time))
+    return reply
 
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):
@@ -102,13 +116,47 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def Login(
         self, request: user_pb2.LoginRequest, context: grpc.ServicerContext
     ) -> user_pb2.LoginResponse:
-        grant = self._service.login(request.email, request.password)
-        return user_pb2.LoginResponse(
-            access_token=grant.access_token,
-            token_type=AUTHORIZATION_SCHEME,
-            expire_time=timestamp(grant.expire_time),
-            expires_in=grant.expires_in,
+        return _grant_to_proto(self._service.login(request.email, request.password))
+
+    def RefreshToken(
+        self, request: user_pb2.RefreshTokenRequest, context: grpc.ServicerContext
+    ) -> user_pb2.LoginResponse:
+        return _grant_to_proto(self._service.refresh_token(request.refresh_token))
+
+    def Logout(
+        self, request: user_pb2.LogoutRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        self._service.logout(current_request())
+        return empty_pb2.Empty()
+
+    def ListSessions(
+        self, request: user_pb2.ListSessionsRequest, context: grpc.ServicerContext
+    ) -> user_pb2.ListSessionsResponse:
+        caller = current_request()
+        page = self._service.list_sessions(
+            request.user_id, request.page_size, request.page_token, caller
         )
+        current = caller.principal.session_id if caller.principal else ""
+        return user_pb2.ListSessionsResponse(
+            sessions=[
+                user_pb2.Session(
+                    id=session.id,
+                    user_id=session.user_id,
+                    create_time=timestamp(session.create_time),
+                    refresh_time=timestamp(session.refresh_time),
+                    expire_time=timestamp(session.expire_time),
+                    current=bool(current) and session.id == current,
+                )
+                for session in page.items
+            ],
+            next_page_token=page.next_page_token,
+        )
+
+    def RevokeSession(
+        self, request: user_pb2.RevokeSessionRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        self._service.revoke_session(request.id, current_request())
+        return empty_pb2.Empty()
 
     def ListOwnedMovies(
         self, request: user_pb2.ListOwnedMoviesRequest, context: grpc.ServicerContext

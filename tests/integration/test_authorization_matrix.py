@@ -125,6 +125,20 @@ class World:
         token = self.users.Login(user_pb2.LoginRequest(email=email, password=PASSWORD))
         return Account(user.id, email, token.access_token)
 
+    def new_session(self) -> tuple[Account, user_pb2.LoginResponse]:
+        """A fresh account and a second login of it (a session of its own)."""
+        account = self.new_account()
+        login = self.users.Login(user_pb2.LoginRequest(email=account.email, password=PASSWORD))
+        return account, login
+
+    def renew_sessions(self) -> None:
+        """Log the admin and the other account in again (a row may have ended their
+        sessions: Logout as them)."""
+        for name in ("admin", "other"):
+            account: Account = getattr(self, name)
+            login = self.users.Login(user_pb2.LoginRequest(email=account.email, password=PASSWORD))
+            setattr(self, name, Account(account.id, account.email, login.access_token))
+
     def new_movie(self) -> str:
         return self.movies.CreateMovie(
             movie_pb2.CreateMovieRequest(movie=movie()), metadata=self.admin.metadata
@@ -285,6 +299,31 @@ def list_owned_movies(w: World, as_: As) -> object:
     return w.users.ListOwnedMovies(request, metadata=as_(w.owner))
 
 
+def refresh_token(w: World, as_: As) -> object:
+    target, login = w.new_session()
+    request = user_pb2.RefreshTokenRequest(refresh_token=login.refresh_token)
+    return w.users.RefreshToken(request, metadata=as_(target))
+
+
+def logout(w: World, as_: As) -> object:
+    target = w.new_account()
+    try:
+        return w.users.Logout(user_pb2.LogoutRequest(), metadata=as_(target))
+    finally:
+        w.renew_sessions()  # as "other" or "admin", their own session ended
+
+
+def list_sessions(w: World, as_: As) -> object:
+    request = user_pb2.ListSessionsRequest(user_id=w.owner.id, page_size=1)
+    return w.users.ListSessions(request, metadata=as_(w.owner))
+
+
+def revoke_session(w: World, as_: As) -> object:
+    target, login = w.new_session()
+    request = user_pb2.RevokeSessionRequest(id=login.session_id)
+    return w.users.RevokeSession(request, metadata=as_(target))
+
+
 def create_order(w: World, as_: As) -> object:
     request = order_pb2.CreateOrderRequest(
         order=order_pb2.Order(items=[order_pb2.OrderItem(movie_id=w.movie_id, quantity=1)]),
@@ -359,6 +398,10 @@ MATRIX = [
     Row("UserService/DeleteUser",       UNAUTH,   OK,     DENIED, OK,   delete_user),
     Row("UserService/Login",            OK,       OK,     OK,     OK,   login),
     Row("UserService/ListOwnedMovies",  UNAUTH,   OK,     DENIED, OK,   list_owned_movies),
+    Row("UserService/RefreshToken",     OK,       OK,     OK,     OK,   refresh_token),
+    Row("UserService/Logout",           UNAUTH,   OK,     OK,     OK,   logout),
+    Row("UserService/ListSessions",     UNAUTH,   OK,     DENIED, OK,   list_sessions),
+    Row("UserService/RevokeSession",    UNAUTH,   OK,     HIDDEN, OK,   revoke_session),
     Row("OrderService/CreateOrder",     UNAUTH,   OK,     OK,     OK,   create_order),
     Row("OrderService/GetOrder",        UNAUTH,   OK,     HIDDEN, OK,   get_order),
     Row("OrderService/ListOrders",      UNAUTH,   OK,     DENIED, OK,   list_orders),

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.auth import TokenVerifier
-from services.common.server import CinemaServer
+from services.common.server import CinemaServer, token_verifier
 from services.common.settings import Settings
 
 
@@ -50,9 +49,7 @@ def start_service(
     """Build the service from its composition root and serve it on 127.0.0.1:0."""
     root = importlib.import_module(f"services.{service}.__main__")
     spec = root.build(settings)
-    verifier = TokenVerifier(
-        settings.jwt_public_key_pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
+    verifier = token_verifier(settings)
     server = CinemaServer(
         spec,
         verifier,

@@ -25,6 +25,7 @@ from services.common.settings import Argon2Parameters
 from services.user.domain import (
     EmailTaken,
     OwnedMovie,
+    Session,
     User,
     UserFields,
     check_display_name,
@@ -202,6 +203,61 @@ class MemoryLibrary:
         pass
 
 
+class MemorySessions:
+    """Sessions are covered by the integration tests; here they only have to be kept."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Session] = {}
+        self.tokens: dict[str, tuple[str, bool]] = {}
+
+    def add(self, session: Session) -> None:
+        self.rows[session.id] = session
+
+    def get(self, session_id: str, *, for_update: bool = False) -> Session | None:
+        return self.rows.get(session_id)
+
+    def live_of_user(self, user_id: str, now: dt.datetime) -> list[Session]:
+        return [s for s in self.rows.values() if s.user_id == user_id and s.live(now)]
+
+    def list_live(
+        self, user_id: str, before_id: str | None, limit: int, now: dt.datetime
+    ) -> list[Session]:
+        return self.live_of_user(user_id, now)[:limit]
+
+    def revoke(self, session_id: str, now: dt.datetime, reason: str) -> bool:
+        session = self.rows.get(session_id)
+        if session is None or session.revoke_time is not None:
+            return False
+        self.rows[session_id] = dataclasses.replace(session, revoke_time=now)
+        return True
+
+    def touch(self, session_id: str, now: dt.datetime) -> None:
+        pass
+
+    def add_refresh_token(self, token_hash: str, session_id: str, now: dt.datetime) -> None:
+        self.tokens[token_hash] = (session_id, False)
+
+    def use_refresh_token(self, token_hash: str, now: dt.datetime) -> tuple[str, bool] | None:
+        found = self.tokens.get(token_hash)
+        if found is not None:
+            self.tokens[token_hash] = (found[0], True)
+        return found
+
+
+class MemoryLoginFailures:
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[int, dt.datetime]] = {}
+
+    def get(self, email_key: str) -> tuple[int, dt.datetime] | None:
+        return self.rows.get(email_key)
+
+    def record(self, email_key: str, failures: int, now: dt.datetime) -> None:
+        self.rows[email_key] = (failures, now)
+
+    def clear(self, email_key: str) -> None:
+        self.rows.pop(email_key, None)
+
+
 class MemoryUnitOfWork:
     """Commits by copying the working set back; a rollback drops it."""
 
@@ -209,6 +265,8 @@ class MemoryUnitOfWork:
         self._store = store
         self.users = MemoryUsers(dict(store))
         self.library = MemoryLibrary()
+        self.sessions = MemorySessions()
+        self.login_failures = MemoryLoginFailures()
         self.outbox = RecordingOutbox()
         self.inbox = MemoryInbox()
 

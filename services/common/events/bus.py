@@ -35,16 +35,19 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
+from cinema.v1 import events_pb2
 from services.common import metrics, tracing
 from services.common.clock import Clock, as_utc, utc_now
 from services.common.errors import Unavailable
 from services.common.events import subjects
 from services.common.events.store import EventLog, OutboxRow, RelayStore
+from services.common.revocations import Revocations
 
 if TYPE_CHECKING:
     from services.common.db import EnginePools, UnitOfWork
@@ -54,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: How long a starting process waits for the revocations before it serves anyway.
+REVOCATIONS_WAIT_SECONDS = 10.0
 #: Header naming why an event went to the dead-letter subject.
 DEAD_LETTER_REASON = "Cinema-Dead-Letter-Reason"
 _CONTENT_TYPE = "application/protobuf"
@@ -113,6 +118,8 @@ class EventBus:
         relay: RelayStore,
         consumer: Consumer | None = None,
         *,
+        revocations: Revocations | None = None,
+        revocation_window_seconds: float = 0.0,
         clock: Clock = utc_now,
     ) -> None:
         self.service = service
@@ -133,6 +140,12 @@ class EventBus:
         self._ready = False  # streams and consumer exist on the connected server
         #: JetStream's count of events the consumer has not acked (None: not known).
         self.consumer_pending: int | None = None
+        self._revocations = revocations
+        #: Sessions ended, filled from SessionRevoked events (None: not followed).
+        self.revocations = revocations
+        self._revocation_window = revocation_window_seconds
+        self._begun = time.monotonic()
+        self._ready_warned = False
 
     # -- called from other threads ------------------------------------------------------
 
@@ -152,6 +165,25 @@ class EventBus:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    def ready(self) -> bool:
+        """Whether the process may serve: the revocations that existed at start are read
+        (so no ended session's token gets in), or the broker did not answer within
+        :data:`REVOCATIONS_WAIT_SECONDS` (then it serves, says so, and reads them as soon
+        as the broker is back: tokens live minutes, an outage of the shop would not)."""
+        if self._revocations is None or self._revocations.loaded.is_set():
+            return True
+        if time.monotonic() - self._begun < REVOCATIONS_WAIT_SECONDS:
+            return False
+        if not self._ready_warned:
+            self._ready_warned = True
+            logger.warning(
+                "events: revocations not loaded after %.0fs (NATS at %s unreachable); "
+                "serving anyway, tokens of sessions ended meanwhile pass until they expire",
+                REVOCATIONS_WAIT_SECONDS,
+                self.settings.url,
+            )
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish what is claimed, finish the event in hand, close the connection."""
@@ -181,6 +213,8 @@ class EventBus:
             if self._consumer is not None:
                 tasks.append(asyncio.create_task(self._consume_loop(), name="consumer"))
             tasks.append(asyncio.create_task(self._housekeeping_loop(), name="housekeeping"))
+            if self._revocations is not None:
+                tasks.append(asyncio.create_task(self._follow_revocations(), name="revocations"))
             await self._stopping.wait()
             self._wake.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -401,6 +435,55 @@ class EventBus:
                 logger.warning("events: purge failed", exc_info=True)
             await self._sleep(60.0)
 
+    # -- revocations ---------------------------------------------------------------------
+
+    async def _follow_revocations(self) -> None:
+        """Read every SessionRevoked from as far back as a live token reaches, then follow
+        new ones, on an ordered consumer of this process's own (each replica needs all)."""
+        from nats.js import api
+
+        assert self._revocations is not None
+        subject = subjects.subject_of(events_pb2.SessionRevoked)
+        while not self._stopping.is_set():
+            if not self._connected or not await self._ensure_ready():
+                await self._sleep(0.5)
+                continue
+            start = self._clock() - dt.timedelta(seconds=self._revocation_window)
+            try:
+                subscription = await self._js.subscribe(
+                    subject,
+                    stream=subjects.STREAM,
+                    ordered_consumer=True,
+                    config=api.ConsumerConfig(
+                        deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=start
+                    ),
+                )
+                backlog = int((await subscription.consumer_info()).num_pending or 0)
+                read = 0
+                while not self._stopping.is_set():
+                    if read >= backlog and not self._revocations.loaded.is_set():
+                        self._revocations.loaded.set()
+                        logger.info("events: %d live revocations loaded", len(self._revocations))
+                    try:
+                        message = await subscription.next_msg(timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    read += 1
+                    self._revoke(message.data)
+            except Exception as error:
+                logger.warning("events: following revocations failed: %s", error)
+                await self._sleep(0.5)
+
+    def _revoke(self, data: bytes) -> None:
+        assert self._revocations is not None
+        try:
+            event = events_pb2.SessionRevoked.FromString(data)
+        except DecodeError:
+            logger.error("events: a SessionRevoked that cannot be decoded was ignored")
+            return
+        until = event.expire_time.ToDatetime(dt.UTC).timestamp()
+        self._revocations.add(event.session_id, until)
+
     # -- consumer ------------------------------------------------------------------------
 
     async def _consume_loop(self) -> None:
@@ -556,9 +639,13 @@ class EventBus:
 
 
 def build_runtime(
-    settings: Settings, log: EventLog, pools: EnginePools, consumer: Consumer | None = None
+    settings: Settings,
+    log: EventLog,
+    pools: EnginePools,
+    consumer: Consumer | None = None,
 ) -> EventBus | None:
-    """The events runtime of a service process, or None when events are off."""
+    """The events runtime of a service process, or None when events are off. It also
+    keeps the process's :attr:`EventBus.revocations` (every service checks them)."""
     if not log.enabled:
         return None
     owner = f"{settings.service}@{socket.gethostname()}:{os.getpid()}"[:64]
@@ -566,4 +653,13 @@ def build_runtime(
     bus_settings = BusSettings(
         url=settings.nats_url, stream_replicas=settings.events_stream_replicas
     )
-    return EventBus(settings.service, bus_settings, log, relay, consumer)
+    return EventBus(
+        settings.service,
+        bus_settings,
+        log,
+        relay,
+        consumer,
+        revocations=Revocations(),
+        # A token issued just before its session ended lives this long after.
+        revocation_window_seconds=settings.access_token_ttl_seconds + 60,
+    )

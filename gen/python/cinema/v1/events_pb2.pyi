@@ -43,6 +43,9 @@ class CastDeleted(_message.Message):
       application/protobuf`, and `traceparent` (W3C) when the change was traced.
     * Durable pull consumers, one per consuming service, named after it (`movie`, `user`,
       `order`); the replicas of a service share theirs.
+    * Every process of every service also reads `cinema.v1.SessionRevoked` on an ordered
+      consumer of its own (not a durable one: each replica needs every revocation), from as
+      far back as a live access token can reach.
     * Dead letters: an event a consumer cannot handle after 5 deliveries, or cannot decode at
       all, goes to `cinema.dead_letter.<consumer>.<subject>` (stream `CINEMA_DEAD_LETTERS`, 30
       days) with the reason in the `Cinema-Dead-Letter-Reason` header.
@@ -364,3 +367,91 @@ class OrderCancelled(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderCancelled: _TypeAlias = OrderCancelled  # noqa: Y015
+
+@_typing.final
+class SessionRevoked(_message.Message):
+    """A session ended (logout, revoked, password changed, account deleted or demoted): every
+    service refuses its access tokens from now until `expire_time`, after which they have
+    expired anyway.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Reason:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[SessionRevoked._Reason.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        REASON_UNSPECIFIED: SessionRevoked._Reason.ValueType  # 0
+        """Not set."""
+        REASON_LOGOUT: SessionRevoked._Reason.ValueType  # 1
+        """Logout."""
+        REASON_REVOKED: SessionRevoked._Reason.ValueType  # 2
+        """RevokeSession, by the owner or an admin."""
+        REASON_PASSWORD_CHANGED: SessionRevoked._Reason.ValueType  # 3
+        """The password changed (the other sessions end)."""
+        REASON_USER_DELETED: SessionRevoked._Reason.ValueType  # 4
+        """The account was deleted."""
+        REASON_ROLE_CHANGED: SessionRevoked._Reason.ValueType  # 5
+        """The account's role changed."""
+        REASON_REFRESH_TOKEN_REUSED: SessionRevoked._Reason.ValueType  # 6
+        """A refresh token was used twice."""
+
+    class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
+        """Why a session ended."""
+
+    REASON_UNSPECIFIED: SessionRevoked.Reason.ValueType  # 0
+    """Not set."""
+    REASON_LOGOUT: SessionRevoked.Reason.ValueType  # 1
+    """Logout."""
+    REASON_REVOKED: SessionRevoked.Reason.ValueType  # 2
+    """RevokeSession, by the owner or an admin."""
+    REASON_PASSWORD_CHANGED: SessionRevoked.Reason.ValueType  # 3
+    """The password changed (the other sessions end)."""
+    REASON_USER_DELETED: SessionRevoked.Reason.ValueType  # 4
+    """The account was deleted."""
+    REASON_ROLE_CHANGED: SessionRevoked.Reason.ValueType  # 5
+    """The account's role changed."""
+    REASON_REFRESH_TOKEN_REUSED: SessionRevoked.Reason.ValueType  # 6
+    """A refresh token was used twice."""
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique id of this event (also its `Nats-Msg-Id`)."""
+    session_id: _builtins.str
+    """The session."""
+    user_id: _builtins.str
+    """Its account."""
+    reason: Global___SessionRevoked.Reason.ValueType
+    """Why it ended."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the last access token of the session expires: the revocation can be forgotten then."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        session_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: Global___SessionRevoked.Reason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "expire_time", b"expire_time", "occur_time", b"occur_time", "reason", b"reason", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRevoked: _TypeAlias = SessionRevoked  # noqa: Y015

@@ -30,7 +30,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63inema/v1/user.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x04role\x18\x04 \x01(\x0e\x32\x0f.cinema.v1.Role\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\x08password\x18\x07 \x01(\tB\x04\xe2\x41\x01\x04H\x00\x88\x01\x01\x12#\n\x10\x63urrent_password\x18\x08 \x01(\tB\x04\xe2\x41\x01\x04H\x01\x88\x01\x01\x42\x0b\n\t_passwordB\x13\n\x11_current_password\"L\n\x11\x43reateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListUsersResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x11UpdateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x11\x44\x65leteUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"~\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nexpires_in\x18\x04 \x01(\x03\"V\n\x16ListOwnedMoviesRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8a\x01\n\nOwnedMovie\x12\x16\n\x08movie_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\rpurchase_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"_\n\x17ListOwnedMoviesResponse\x12+\n\x0cowned_movies\x18\x01 \x03(\x0b\x32\x15.cinema.v1.OwnedMovie\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*T\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x08\n\x04USER\x10\x01\x12\t\n\x05\x41\x44MIN\x10\x02\x1a\x02\x10\x01\x32\xdd\x05\n\x0bUserService\x12\\\n\nCreateUser\x12\x1c.cinema.v1.CreateUserRequest\x1a\x0f.cinema.v1.User\"\x1f\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/users:\x04user\x12U\n\x07GetUser\x12\x19.cinema.v1.GetUserRequest\x1a\x0f.cinema.v1.User\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/users/{id}\x12\x61\n\tListUsers\x12\x1b.cinema.v1.ListUsersRequest\x1a\x1c.cinema.v1.ListUsersResponse\"\x19\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12\x66\n\nUpdateUser\x12\x1c.cinema.v1.UpdateUserRequest\x1a\x0f.cinema.v1.User\")\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/users/{user.id}:\x04user\x12\x62\n\nDeleteUser\x12\x1c.cinema.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/users/{id}\x12]\n\x05Login\x12\x17.cinema.v1.LoginRequest\x1a\x18.cinema.v1.LoginResponse\"!\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12\x8a\x01\n\x0fListOwnedMovies\x12!.cinema.v1.ListOwnedMoviesRequest\x1a\".cinema.v1.ListOwnedMoviesResponse\"0\x90\x82\x19\x02\x82\xd3\xe4\x93\x02&\x12$/api/v1/users/{user_id}/owned-moviesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63inema/v1/user.proto\x12\tcinema.v1\x1a\x16\x63inema/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x04role\x18\x04 \x01(\x0e\x32\x0f.cinema.v1.Role\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\x08password\x18\x07 \x01(\tB\x04\xe2\x41\x01\x04H\x00\x88\x01\x01\x12#\n\x10\x63urrent_password\x18\x08 \x01(\tB\x04\xe2\x41\x01\x04H\x01\x88\x01\x01\x42\x0b\n\t_passwordB\x13\n\x11_current_password\"L\n\x11\x43reateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListUsersResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.cinema.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x11UpdateUserRequest\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x0f.cinema.v1.UserB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x11\x44\x65leteUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xe2\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nexpires_in\x18\x04 \x01(\x03\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x37\n\x13refresh_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x13RefreshTokenRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x0f\n\rLogoutRequest\"\xef\x01\n\x07Session\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0crefresh_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63urrent\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\"S\n\x13ListSessionsRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.cinema.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14RevokeSessionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"V\n\x16ListOwnedMoviesRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8a\x01\n\nOwnedMovie\x12\x16\n\x08movie_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\rpurchase_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"_\n\x17ListOwnedMoviesResponse\x12+\n\x0cowned_movies\x18\x01 \x03(\x0b\x32\x15.cinema.v1.OwnedMovie\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*T\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x08\n\x04USER\x10\x01\x12\t\n\x05\x41\x44MIN\x10\x02\x1a\x02\x10\x01\x32\x98\t\n\x0bUserService\x12\\\n\nCreateUser\x12\x1c.cinema.v1.CreateUserRequest\x1a\x0f.cinema.v1.User\"\x1f\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/users:\x04user\x12U\n\x07GetUser\x12\x19.cinema.v1.GetUserRequest\x1a\x0f.cinema.v1.User\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/users/{id}\x12\x61\n\tListUsers\x12\x1b.cinema.v1.ListUsersRequest\x1a\x1c.cinema.v1.ListUsersResponse\"\x19\x90\x82\x19\x03\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12\x66\n\nUpdateUser\x12\x1c.cinema.v1.UpdateUserRequest\x1a\x0f.cinema.v1.User\")\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/users/{user.id}:\x04user\x12\x62\n\nDeleteUser\x12\x1c.cinema.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\"\x1e\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/users/{id}\x12]\n\x05Login\x12\x17.cinema.v1.LoginRequest\x1a\x18.cinema.v1.LoginResponse\"!\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12m\n\x0cRefreshToken\x12\x1e.cinema.v1.RefreshTokenRequest\x1a\x18.cinema.v1.LoginResponse\"#\x90\x82\x19\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/auth/refresh:\x01*\x12^\n\x06Logout\x12\x18.cinema.v1.LogoutRequest\x1a\x16.google.protobuf.Empty\"\"\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/auth/logout:\x01*\x12}\n\x0cListSessions\x12\x1e.cinema.v1.ListSessionsRequest\x1a\x1f.cinema.v1.ListSessionsResponse\",\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\"\x12 /api/v1/users/{user_id}/sessions\x12k\n\rRevokeSession\x12\x1f.cinema.v1.RevokeSessionRequest\x1a\x16.google.protobuf.Empty\"!\x90\x82\x19\x02\x82\xd3\xe4\x93\x02\x17*\x15/api/v1/sessions/{id}\x12\x8a\x01\n\x0fListOwnedMovies\x12!.cinema.v1.ListOwnedMoviesRequest\x1a\".cinema.v1.ListOwnedMoviesResponse\"0\x90\x82\x19\x02\x82\xd3\xe4\x93\x02&\x12$/api/v1/users/{user_id}/owned-moviesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,6 +65,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGINREQUEST'].fields_by_name['email']._serialized_options = b'\342A\001\002'
   _globals['_LOGINREQUEST'].fields_by_name['password']._loaded_options = None
   _globals['_LOGINREQUEST'].fields_by_name['password']._serialized_options = b'\342A\001\002'
+  _globals['_REFRESHTOKENREQUEST'].fields_by_name['refresh_token']._loaded_options = None
+  _globals['_REFRESHTOKENREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
+  _globals['_SESSION'].fields_by_name['id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['user_id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['user_id']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['refresh_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['refresh_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['current']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['current']._serialized_options = b'\342A\001\003'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_REVOKESESSIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_REVOKESESSIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_LISTOWNEDMOVIESREQUEST'].fields_by_name['user_id']._loaded_options = None
   _globals['_LISTOWNEDMOVIESREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
   _globals['_OWNEDMOVIE'].fields_by_name['movie_id']._loaded_options = None
@@ -87,10 +105,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\220\202\031\002\202\323\344\223\002\024*\022/api/v1/users/{id}'
   _globals['_USERSERVICE'].methods_by_name['Login']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['Login']._serialized_options = b'\220\202\031\001\202\323\344\223\002\027\"\022/api/v1/auth/login:\001*'
+  _globals['_USERSERVICE'].methods_by_name['RefreshToken']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['RefreshToken']._serialized_options = b'\220\202\031\001\202\323\344\223\002\031\"\024/api/v1/auth/refresh:\001*'
+  _globals['_USERSERVICE'].methods_by_name['Logout']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['Logout']._serialized_options = b'\220\202\031\002\202\323\344\223\002\030\"\023/api/v1/auth/logout:\001*'
+  _globals['_USERSERVICE'].methods_by_name['ListSessions']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['ListSessions']._serialized_options = b'\220\202\031\002\202\323\344\223\002\"\022 /api/v1/users/{user_id}/sessions'
+  _globals['_USERSERVICE'].methods_by_name['RevokeSession']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['RevokeSession']._serialized_options = b'\220\202\031\002\202\323\344\223\002\027*\025/api/v1/sessions/{id}'
   _globals['_USERSERVICE'].methods_by_name['ListOwnedMovies']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['ListOwnedMovies']._serialized_options = b'\220\202\031\002\202\323\344\223\002&\022$/api/v1/users/{user_id}/owned-movies'
-  _globals['_ROLE']._serialized_start=1447
-  _globals['_ROLE']._serialized_end=1531
+  _globals['_ROLE']._serialized_start=2073
+  _globals['_ROLE']._serialized_end=2157
   _globals['_USER']._serialized_start=219
   _globals['_USER']._serialized_end=533
   _globals['_CREATEUSERREQUEST']._serialized_start=535
@@ -107,14 +133,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEUSERREQUEST']._serialized_end=930
   _globals['_LOGINREQUEST']._serialized_start=932
   _globals['_LOGINREQUEST']._serialized_end=991
-  _globals['_LOGINRESPONSE']._serialized_start=993
-  _globals['_LOGINRESPONSE']._serialized_end=1119
-  _globals['_LISTOWNEDMOVIESREQUEST']._serialized_start=1121
-  _globals['_LISTOWNEDMOVIESREQUEST']._serialized_end=1207
-  _globals['_OWNEDMOVIE']._serialized_start=1210
-  _globals['_OWNEDMOVIE']._serialized_end=1348
-  _globals['_LISTOWNEDMOVIESRESPONSE']._serialized_start=1350
-  _globals['_LISTOWNEDMOVIESRESPONSE']._serialized_end=1445
-  _globals['_USERSERVICE']._serialized_start=1534
-  _globals['_USERSERVICE']._serialized_end=2267
+  _globals['_LOGINRESPONSE']._serialized_start=994
+  _globals['_LOGINRESPONSE']._serialized_end=1220
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=1222
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=1272
+  _globals['_LOGOUTREQUEST']._serialized_start=1274
+  _globals['_LOGOUTREQUEST']._serialized_end=1289
+  _globals['_SESSION']._serialized_start=1292
+  _globals['_SESSION']._serialized_end=1531
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1533
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1616
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1618
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1703
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=1705
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1745
+  _globals['_LISTOWNEDMOVIESREQUEST']._serialized_start=1747
+  _globals['_LISTOWNEDMOVIESREQUEST']._serialized_end=1833
+  _globals['_OWNEDMOVIE']._serialized_start=1836
+  _globals['_OWNEDMOVIE']._serialized_end=1974
+  _globals['_LISTOWNEDMOVIESRESPONSE']._serialized_start=1976
+  _globals['_LISTOWNEDMOVIESRESPONSE']._serialized_end=2071
+  _globals['_USERSERVICE']._serialized_start=2160
+  _globals['_USERSERVICE']._serialized_end=3336
 # @@protoc_insertion_point(module_scope)

@@ -66,6 +66,26 @@ class UserServiceStub:
                 request_serializer=cinema_dot_v1_dot_user__pb2.LoginRequest.SerializeToString,
                 response_deserializer=cinema_dot_v1_dot_user__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.RefreshToken = channel.unary_unary(
+                '/cinema.v1.UserService/RefreshToken',
+                request_serializer=cinema_dot_v1_dot_user__pb2.RefreshTokenRequest.SerializeToString,
+                response_deserializer=cinema_dot_v1_dot_user__pb2.LoginResponse.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/cinema.v1.UserService/Logout',
+                request_serializer=cinema_dot_v1_dot_user__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/cinema.v1.UserService/ListSessions',
+                request_serializer=cinema_dot_v1_dot_user__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=cinema_dot_v1_dot_user__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/cinema.v1.UserService/RevokeSession',
+                request_serializer=cinema_dot_v1_dot_user__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.ListOwnedMovies = channel.unary_unary(
                 '/cinema.v1.UserService/ListOwnedMovies',
                 request_serializer=cinema_dot_v1_dot_user__pb2.ListOwnedMoviesRequest.SerializeToString,
@@ -118,8 +138,43 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Login(self, request, context):
-        """Exchanges an email and password for a signed access token. An unknown email and a
-        wrong password give the same UNAUTHENTICATED error.
+        """Exchanges an email and password for a new session: a short-lived signed access token
+        and a refresh token. An unknown email and a wrong password give the same
+        UNAUTHENTICATED error. After repeated failures for one email, further attempts for it
+        are refused for a while with RESOURCE_EXHAUSTED (`LOGIN_THROTTLED`, with RetryInfo),
+        whether or not an account has that email.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshToken(self, request, context):
+        """Exchanges a refresh token for a new access token and a new refresh token of the same
+        session; the one sent stops working. A refresh token used a second time ends its
+        session (both tokens refused everywhere): it was copied. Needs no access token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Ends the caller's session: its refresh token at once, its access tokens on every
+        service within about a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """Lists an account's live sessions, newest first: the caller's own, or any account's
+        for an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSession(self, request, context):
+        """Ends one session, as Logout does: one of the caller's own, or anyone's for an admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +221,26 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.Login,
                     request_deserializer=cinema_dot_v1_dot_user__pb2.LoginRequest.FromString,
                     response_serializer=cinema_dot_v1_dot_user__pb2.LoginResponse.SerializeToString,
+            ),
+            'RefreshToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshToken,
+                    request_deserializer=cinema_dot_v1_dot_user__pb2.RefreshTokenRequest.FromString,
+                    response_serializer=cinema_dot_v1_dot_user__pb2.LoginResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=cinema_dot_v1_dot_user__pb2.LogoutRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=cinema_dot_v1_dot_user__pb2.ListSessionsRequest.FromString,
+                    response_serializer=cinema_dot_v1_dot_user__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=cinema_dot_v1_dot_user__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListOwnedMovies': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOwnedMovies,
@@ -336,6 +411,114 @@ class UserService:
             '/cinema.v1.UserService/Login',
             cinema_dot_v1_dot_user__pb2.LoginRequest.SerializeToString,
             cinema_dot_v1_dot_user__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cinema.v1.UserService/RefreshToken',
+            cinema_dot_v1_dot_user__pb2.RefreshTokenRequest.SerializeToString,
+            cinema_dot_v1_dot_user__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cinema.v1.UserService/Logout',
+            cinema_dot_v1_dot_user__pb2.LogoutRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cinema.v1.UserService/ListSessions',
+            cinema_dot_v1_dot_user__pb2.ListSessionsRequest.SerializeToString,
+            cinema_dot_v1_dot_user__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cinema.v1.UserService/RevokeSession',
+            cinema_dot_v1_dot_user__pb2.RevokeSessionRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

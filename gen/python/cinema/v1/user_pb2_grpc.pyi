@@ -52,9 +52,27 @@ class UserServiceStub:
     (FAILED_PRECONDITION).
     """
     Login: _grpc.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]
-    """Exchanges an email and password for a signed access token. An unknown email and a
-    wrong password give the same UNAUTHENTICATED error.
+    """Exchanges an email and password for a new session: a short-lived signed access token
+    and a refresh token. An unknown email and a wrong password give the same
+    UNAUTHENTICATED error. After repeated failures for one email, further attempts for it
+    are refused for a while with RESOURCE_EXHAUSTED (`LOGIN_THROTTLED`, with RetryInfo),
+    whether or not an account has that email.
     """
+    RefreshToken: _grpc.UnaryUnaryMultiCallable[_user_pb2.RefreshTokenRequest, _user_pb2.LoginResponse]
+    """Exchanges a refresh token for a new access token and a new refresh token of the same
+    session; the one sent stops working. A refresh token used a second time ends its
+    session (both tokens refused everywhere): it was copied. Needs no access token.
+    """
+    Logout: _grpc.UnaryUnaryMultiCallable[_user_pb2.LogoutRequest, _empty_pb2.Empty]
+    """Ends the caller's session: its refresh token at once, its access tokens on every
+    service within about a second.
+    """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListSessionsRequest, _user_pb2.ListSessionsResponse]
+    """Lists an account's live sessions, newest first: the caller's own, or any account's
+    for an admin.
+    """
+    RevokeSession: _grpc.UnaryUnaryMultiCallable[_user_pb2.RevokeSessionRequest, _empty_pb2.Empty]
+    """Ends one session, as Logout does: one of the caller's own, or anyone's for an admin."""
     ListOwnedMovies: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListOwnedMoviesRequest, _user_pb2.ListOwnedMoviesResponse]
     """Lists the movies an account has paid for, newest purchase first, one page at a time:
     the caller's own, or any account's for an admin. Filled from OrderPaid events, so a
@@ -84,9 +102,27 @@ class UserServiceAsyncStub(UserServiceStub):
     (FAILED_PRECONDITION).
     """
     Login: _aio.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]  # type: ignore[assignment]
-    """Exchanges an email and password for a signed access token. An unknown email and a
-    wrong password give the same UNAUTHENTICATED error.
+    """Exchanges an email and password for a new session: a short-lived signed access token
+    and a refresh token. An unknown email and a wrong password give the same
+    UNAUTHENTICATED error. After repeated failures for one email, further attempts for it
+    are refused for a while with RESOURCE_EXHAUSTED (`LOGIN_THROTTLED`, with RetryInfo),
+    whether or not an account has that email.
     """
+    RefreshToken: _aio.UnaryUnaryMultiCallable[_user_pb2.RefreshTokenRequest, _user_pb2.LoginResponse]  # type: ignore[assignment]
+    """Exchanges a refresh token for a new access token and a new refresh token of the same
+    session; the one sent stops working. A refresh token used a second time ends its
+    session (both tokens refused everywhere): it was copied. Needs no access token.
+    """
+    Logout: _aio.UnaryUnaryMultiCallable[_user_pb2.LogoutRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Ends the caller's session: its refresh token at once, its access tokens on every
+    service within about a second.
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_user_pb2.ListSessionsRequest, _user_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Lists an account's live sessions, newest first: the caller's own, or any account's
+    for an admin.
+    """
+    RevokeSession: _aio.UnaryUnaryMultiCallable[_user_pb2.RevokeSessionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Ends one session, as Logout does: one of the caller's own, or anyone's for an admin."""
     ListOwnedMovies: _aio.UnaryUnaryMultiCallable[_user_pb2.ListOwnedMoviesRequest, _user_pb2.ListOwnedMoviesResponse]  # type: ignore[assignment]
     """Lists the movies an account has paid for, newest purchase first, one page at a time:
     the caller's own, or any account's for an admin. Filled from OrderPaid events, so a
@@ -149,9 +185,51 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_pb2.LoginRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.LoginResponse, _abc.Awaitable[_user_pb2.LoginResponse]]:
-        """Exchanges an email and password for a signed access token. An unknown email and a
-        wrong password give the same UNAUTHENTICATED error.
+        """Exchanges an email and password for a new session: a short-lived signed access token
+        and a refresh token. An unknown email and a wrong password give the same
+        UNAUTHENTICATED error. After repeated failures for one email, further attempts for it
+        are refused for a while with RESOURCE_EXHAUSTED (`LOGIN_THROTTLED`, with RetryInfo),
+        whether or not an account has that email.
         """
+
+    @_abc_1.abstractmethod
+    def RefreshToken(
+        self,
+        request: _user_pb2.RefreshTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.LoginResponse, _abc.Awaitable[_user_pb2.LoginResponse]]:
+        """Exchanges a refresh token for a new access token and a new refresh token of the same
+        session; the one sent stops working. A refresh token used a second time ends its
+        session (both tokens refused everywhere): it was copied. Needs no access token.
+        """
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _user_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Ends the caller's session: its refresh token at once, its access tokens on every
+        service within about a second.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _user_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.ListSessionsResponse, _abc.Awaitable[_user_pb2.ListSessionsResponse]]:
+        """Lists an account's live sessions, newest first: the caller's own, or any account's
+        for an admin.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeSession(
+        self,
+        request: _user_pb2.RevokeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Ends one session, as Logout does: one of the caller's own, or anyone's for an admin."""
 
     @_abc_1.abstractmethod
     def ListOwnedMovies(
