@@ -52,7 +52,7 @@ from cinema.v1 import cast_pb2, movie_pb2, order_pb2, user_pb2  # noqa: F401
 from gateway import pages
 from gateway.envoy_config import ADMIN_PORT, SERVICES, SIDECAR_GRPC_PORT, SIDECAR_HTTP_PORT
 from gateway.events_health import EventsHealth
-from services.common.keyring import KeyRing
+from services.common.keyring import KeyRing, SingleKey
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +248,8 @@ class _HttpServer(http.server.ThreadingHTTPServer):
         self.admin_url = admin_url
         self.site = site
         self.events: EventsHealth | None = None
-        #: The key ring /.well-known/jwks.json publishes (None: no such page).
-        self.keys: KeyRing | None = None
+        #: The keys /.well-known/jwks.json publishes (None: no such page).
+        self.keys: KeyRing | SingleKey | None = None
 
 
 class _HealthStatuses(Protocol):
@@ -408,6 +408,7 @@ def build(
     site: pages.Site | None = None,
     nats_url: str = "",
     keys_dir: pathlib.Path | None = None,
+    public_key_file: pathlib.Path | None = None,
 ) -> GatewaySidecar:
     """Bind the sidecar's two ports (0 picks free ones) and return it, not yet started.
 
@@ -416,7 +417,8 @@ def build(
     ``site`` is what the HTTP port serves besides /healthz (default: the shop, /docs, and
     the OpenAPI document at :func:`gateway.pages.default_openapi_file`). ``nats_url``: the
     broker whose state /healthz reports (none when empty). ``keys_dir``: the key ring
-    (services.common.keyring) that ``/.well-known/jwks.json`` publishes.
+    (services.common.keyring) that ``/.well-known/jwks.json`` publishes, or else
+    ``public_key_file``, the one key of a deployment that does not rotate.
     """
     # A second process must not silently share the port: grpcio enables SO_REUSEPORT.
     grpc_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -429,6 +431,8 @@ def build(
     http_server = _HttpServer((host, http_port), admin_url, site or pages.Site.load())
     if keys_dir is not None:
         http_server.keys = KeyRing(keys_dir)
+    elif public_key_file is not None:
+        http_server.keys = SingleKey(public_key_file.read_bytes())
     events = EventsHealth(nats_url) if nats_url else None
     sidecar = GatewaySidecar(
         grpc_server, bound_grpc_port, statuses, http_server, admin_url, poll_interval, events
@@ -448,6 +452,7 @@ async def serve(
     openapi_file: pathlib.Path | None = None,
     nats_url: str = "",
     keys_dir: pathlib.Path | None = None,
+    public_key_file: pathlib.Path | None = None,
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT.
 
@@ -462,6 +467,7 @@ async def serve(
         site=pages.Site.load(openapi_file=openapi_file),
         nats_url=nats_url,
         keys_dir=keys_dir,
+        public_key_file=public_key_file,
     )
     await sidecar.start()
     print(json.dumps({"grpcPort": sidecar.grpc_port, "httpPort": sidecar.http_port}), flush=True)
@@ -518,6 +524,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the JWT key ring served at /.well-known/jwks.json "
         "(default: $CINEMA_JWT_KEYS_DIR; no JWKS if unset)",
     )
+    parser.add_argument(
+        "--public-key-file",
+        type=pathlib.Path,
+        default=os.environ.get("CINEMA_JWT_PUBLIC_KEY_FILE") or None,
+        help="without a key ring: the one public key the JWKS publishes "
+        "(default: $CINEMA_JWT_PUBLIC_KEY_FILE)",
+    )
     parser.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -533,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             openapi_file=args.openapi_file,
             nats_url=args.nats_url,
             keys_dir=args.keys_dir,
+            public_key_file=args.public_key_file,
         )
     )
     return 0

@@ -37,7 +37,7 @@ from services.common.auth import key_id, public_jwk
 
 _PUBLIC = re.compile(r"(\d+)-([A-Za-z0-9_-]+)\.pub\.pem")
 #: Extra time a retired key keeps verifying, beyond the longest token lifetime: clocks.
-RETIRE_MARGIN_SECONDS = 60
+RETIRE_MARGIN_SECONDS = 10
 #: The ring's files are looked at no more often than this.
 RELOAD_SECONDS = 1.0
 #: ``ensure_keypair``'s files, adopted as the first key of a new ring.
@@ -211,3 +211,13 @@ class KeyRing:
                 self._listing = listing
                 self._keys = read(self.directory, now)
             return self._keys
+
+
+class SingleKey:
+    """One public key file as a ring that never rotates (the containers' setting)."""
+
+    def __init__(self, public_key_pem: bytes) -> None:
+        self._keys = Keys((RingKey(key_id(public_key_pem), 0, public_key_pem, None),), None)
+
+    def keys(self) -> Keys:
+        return self._keys

@@ -8,6 +8,9 @@ the same status into the JSON error body with the matching HTTP status.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -119,8 +122,25 @@ def internal_status() -> status_pb2.Status:
 
 
 def as_grpc_status(status: status_pb2.Status) -> grpc.Status:
-    """The ``grpc.Status`` (code, message, details trailer) to abort a call with."""
-    return rpc_status.to_status(status)
+    """The ``grpc.Status`` (code, message, details trailer) to abort a call with. A
+    RetryInfo also goes out as ``retry-after`` (whole seconds), which Envoy's transcoder
+    passes to JSON clients as the HTTP header they know."""
+    converted = rpc_status.to_status(status)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            seconds = max(1, math.ceil(info.retry_delay.ToTimedelta().total_seconds()))
+            metadata = (*converted.trailing_metadata, ("retry-after", str(seconds)))
+            return _Status(converted.code, converted.details, metadata)
+    return converted
+
+
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
 
 
 def bad_request_violations(status: status_pb2.Status) -> list[errors.FieldViolation]:

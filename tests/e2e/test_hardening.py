@@ -17,6 +17,7 @@ import pytest
 
 from cinema.v1 import user_pb2, user_pb2_grpc
 from gateway import envoy_config
+from services.user.domain import THROTTLE_AFTER
 from tests.e2e.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -150,7 +151,10 @@ def rate_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSy
         assert stop_system(system) == []
 
 
-def _login_from(system: RunningSystem, source: str, password: str) -> tuple[int, dict[str, str]]:
+def _login_from(
+    system: RunningSystem, source: str, password: str
+) -> tuple[int, dict[str, str], str]:
+    """Status, headers and ErrorInfo reason of a JSON Login sent from address ``source``."""
     connection = http.client.HTTPConnection(
         "127.0.0.1", system.port, timeout=10, source_address=(source, 0)
     )
@@ -158,8 +162,8 @@ def _login_from(system: RunningSystem, source: str, password: str) -> tuple[int,
         body = json.dumps({"email": ADMIN_EMAIL, "password": password})
         connection.request("POST", "/api/v1/auth/login", body, {"content-type": "application/json"})
         reply = connection.getresponse()
-        reply.read()
-        return reply.status, {k.lower(): v for k, v in reply.getheaders()}
+        answer = json.loads(reply.read() or b"{}")
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reason(answer)
     finally:
         connection.close()
 
@@ -168,9 +172,15 @@ def test_a_burst_of_guesses_from_one_address_is_rate_limited(
     rate_limited: RunningSystem,
 ) -> None:
     system = rate_limited
-    statuses = [_login_from(system, "127.0.0.1", "wrong-guess")[0] for _ in range(20)]
+    answers = [_login_from(system, "127.0.0.1", "wrong-guess") for _ in range(20)]
     limit = envoy_config.RATE_LIMITS["/cinema.v1.UserService/Login"].burst
-    assert statuses == [401] * limit + [429] * (20 - limit)
+    # Five wrong passwords, then the account's throttle answers (the user service), then,
+    # past the address's burst, Envoy's limit does.
+    assert [(status, why) for status, _, why in answers] == (
+        [(401, "INVALID_CREDENTIALS")] * THROTTLE_AFTER
+        + [(429, "LOGIN_THROTTLED")] * (limit - THROTTLE_AFTER)
+        + [(429, "RATE_LIMITED")] * (20 - limit)
+    )
     refused = system.request(
         "POST", "/api/v1/auth/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
     )
@@ -186,5 +196,11 @@ def test_a_burst_of_guesses_from_one_address_is_rate_limited(
             user_pb2.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD), timeout=10
         )
     assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    # The owner, from another address, is not locked out by the guesser.
-    assert _login_from(system, "127.0.0.2", ADMIN_PASSWORD)[0] == 200
+    # The owner, from another address, is not locked out by the guesser: past the
+    # account's short wait (Retry-After), the right password works.
+    status, headers, why = _login_from(system, "127.0.0.2", ADMIN_PASSWORD)
+    if status == 429:
+        assert why == "LOGIN_THROTTLED"
+        time.sleep(float(headers.get("retry-after", "1")))
+        status = _login_from(system, "127.0.0.2", ADMIN_PASSWORD)[0]
+    assert status == 200

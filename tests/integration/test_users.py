@@ -228,9 +228,9 @@ def test_login_gives_a_bearer_token_for_the_account(accounts: Accounts, keys: Si
     before = dt.datetime.now(dt.UTC)
     reply = accounts.login(f"  {user.email.upper()} ")
     assert reply.token_type == "Bearer"
-    assert reply.expires_in == 900
+    assert reply.expires_in == 300  # CINEMA_ACCESS_TOKEN_TTL_SECONDS' default
     expire_time = reply.expire_time.ToDatetime(dt.UTC)
-    assert before + dt.timedelta(seconds=898) <= expire_time <= before + dt.timedelta(seconds=901)
+    assert before + dt.timedelta(seconds=298) <= expire_time <= before + dt.timedelta(seconds=301)
     principal = verifier_for(keys).verify(reply.access_token)
     assert principal.subject == user.id and principal.role is Role.USER
     mine = accounts.users.GetUser(
@@ -533,6 +533,24 @@ def test_an_admin_resets_a_password_without_the_current_one(accounts: Accounts) 
     assert accounts.login(user.email, "reset-by-admin").access_token
 
 
+def session_revoked(accounts: Accounts, metadata: Metadata) -> bool:
+    """Whether the user service refuses ``metadata``'s token as a revoked session."""
+    try:
+        accounts.users.GetUser(user_pb2.GetUserRequest(id="x"), metadata=metadata)
+    except grpc.RpcError as error:
+        return call_error(error).reason == "SESSION_REVOKED"
+    return False
+
+
+def wait_until_revoked(accounts: Accounts, metadata: Metadata, seconds: float = 2.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not session_revoked(accounts, metadata):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_only_an_admin_changes_a_role(accounts: Accounts, keys: SigningKeys) -> None:
     user, mine = accounts.session()
 
@@ -561,11 +579,9 @@ def test_only_an_admin_changes_a_role(accounts: Accounts, keys: SigningKeys) -> 
     assert echoed.display_name == "Echo" and echoed.role == user_pb2.ROLE_USER
 
     assert set_role(user_pb2.ROLE_ADMIN, accounts.admin).role == user_pb2.ROLE_ADMIN
-    # The old token still says user; a new login says admin and opens admin RPCs.
-    expect_error(
-        lambda: accounts.users.ListUsers(user_pb2.ListUsersRequest(), metadata=mine),
-        grpc.StatusCode.PERMISSION_DENIED,
-    )
+    # The old token says user, and the role change ended its session (refused everywhere a
+    # moment later); a new login says admin and opens admin RPCs.
+    assert wait_until_revoked(accounts, mine)
     promoted = accounts.login(user.email).access_token
     assert verifier_for(keys).verify(promoted).role is Role.ADMIN
     accounts.users.ListUsers(user_pb2.ListUsersRequest(page_size=1), metadata=bearer(promoted))
@@ -654,11 +670,18 @@ def test_a_deleted_user_cannot_log_in(accounts: Accounts) -> None:
     accounts.users.DeleteUser(user_pb2.DeleteUserRequest(id=user.id), metadata=mine)
     after = expect_error(lambda: accounts.login(user.email), grpc.StatusCode.UNAUTHENTICATED)
     assert after.reason == "INVALID_CREDENTIALS"
-    # Its still-unexpired token finds nothing to act on.
-    expect_error(
-        lambda: accounts.users.GetUser(user_pb2.GetUserRequest(id=user.id), metadata=mine),
-        grpc.StatusCode.NOT_FOUND,
-    )
+    # Its still-unexpired token is refused: the deletion ended its sessions (SessionRevoked
+    # reaches the service a moment later; until then the account is simply not found).
+    deadline = time.monotonic() + 2
+    while True:
+        with pytest.raises(grpc.RpcError) as refused:
+            accounts.users.GetUser(user_pb2.GetUserRequest(id=user.id), metadata=mine)
+        found = call_error(refused.value)
+        if found.reason == "SESSION_REVOKED":
+            break
+        assert found.code is grpc.StatusCode.NOT_FOUND, found
+        assert time.monotonic() < deadline, "the deleted account's token still works"
+        time.sleep(0.02)
     # The email is free again.
     again = accounts.register(email=user.email)
     assert again.id != user.id
