@@ -321,6 +321,9 @@ def gateway_manifests() -> list[dict[str, Any]]:
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(envoy_pre_stop_seconds())]}}},
         "resources": _SIDECAR_RESOURCES,
         "securityContext": _container_security(),
+        # /.well-known/jwks.json publishes the key the services verify with.
+        "env": [{"name": "CINEMA_JWT_PUBLIC_KEY_FILE", "value": f"{JWT_DIR}/{JWT_PUBLIC_FILE}"}],
+        "volumeMounts": [{"name": "jwt-keys", "mountPath": JWT_DIR, "readOnly": True}],
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -339,7 +342,14 @@ def gateway_manifests() -> list[dict[str, Any]]:
                     "topologySpreadConstraints": _spread(GATEWAY),
                     "containers": [envoy, sidecar],
                     "volumes": [
-                        {"name": ENVOY_CONFIG_MAP, "configMap": {"name": ENVOY_CONFIG_MAP}}
+                        {"name": ENVOY_CONFIG_MAP, "configMap": {"name": ENVOY_CONFIG_MAP}},
+                        {
+                            "name": "jwt-keys",
+                            "projected": {
+                                "sources": [_secret_file(JWT_PUBLIC_SECRET, JWT_PUBLIC_FILE)],
+                                "defaultMode": 0o440,
+                            },
+                        },
                     ],
                 },
             },
