@@ -145,6 +145,7 @@ class EventBus:
         self.revocations = revocations
         self._revocation_window = revocation_window_seconds
         self._begun = time.monotonic()
+        self._backlog_due = 0.0
         self._ready_warned = False
 
     # -- called from other threads ------------------------------------------------------
@@ -353,47 +354,61 @@ class EventBus:
     # -- relay ---------------------------------------------------------------------------
 
     async def _relay_loop(self) -> None:
+        woken = False  # at start: look for rows left from before
         while not self._stopping.is_set():
             try:
-                await self._relay_once()
+                await self._relay_once(woken=woken)
             except Exception:
                 logger.exception("events: the relay failed; retrying")
                 await self._sleep(1.0)
             if self._stopping.is_set():
                 break
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                woken = True
+            except TimeoutError:
+                woken = False
             self._wake.clear()
-        await self._relay_once()  # what the last calls stored before the stop
+        await self._relay_once(woken=False)  # what the last calls stored before the stop
 
-    async def _relay_once(self) -> None:
-        """Publish every unsent row this relay can lease, batch by batch."""
-        try:
-            backlog = await self._db(self._relay.backlog, self._clock())
-        except Unavailable:
-            return
-        metrics.OUTBOX_UNSENT.set(backlog.unsent)
-        metrics.OUTBOX_LAG.set(backlog.oldest_age_seconds)
-        if not backlog.unsent or not await self._ensure_ready():
+    async def _relay_once(self, *, woken: bool) -> None:
+        """Publish every unsent row this relay can lease, batch by batch.
+
+        Woken by a commit, it claims at once (one statement); the backlog (a count for the
+        metrics, and the check a poll makes for rows it was not told of) is read at most
+        once per poll interval, not per batch.
+        """
+        loop_time = asyncio.get_running_loop().time()
+        if not woken or loop_time >= self._backlog_due:
+            self._backlog_due = loop_time + self.settings.poll_seconds
+            try:
+                backlog = await self._db(self._relay.backlog, self._clock())
+            except Unavailable:
+                return
+            metrics.OUTBOX_UNSENT.set(backlog.unsent)
+            metrics.OUTBOX_LAG.set(backlog.oldest_age_seconds)
+            if not backlog.unsent:
+                return
+        if not await self._ensure_ready():
             return
         while self._connected:
-            rows = await self._db(
-                self._relay.claim,
-                self.settings.relay_batch,
-                self.settings.lease_seconds,
-                self._clock(),
-            )
+            try:
+                rows = await self._db(
+                    self._relay.claim,
+                    self.settings.relay_batch,
+                    self.settings.lease_seconds,
+                    self._clock(),
+                )
+            except Unavailable:
+                return
             if not rows:
                 break
             published = await self._publish(rows)
             unsent = [row.id for row in rows if row.id not in published]
             await self._db(self._relay.mark_published, list(published), self._clock())
             await self._db(self._relay.release, unsent)
-            if unsent:
+            if unsent or len(rows) < self.settings.relay_batch:
                 break
-        backlog = await self._db(self._relay.backlog, self._clock())
-        metrics.OUTBOX_UNSENT.set(backlog.unsent)
-        metrics.OUTBOX_LAG.set(backlog.oldest_age_seconds)
 
     async def _publish(self, rows: list[OutboxRow]) -> set[str]:
         """Publish ``rows`` in order, all in flight at once; the ids JetStream acked."""

@@ -162,31 +162,33 @@ class RelayStore:
     def claim(self, limit: int, lease_seconds: float, now: dt.datetime) -> list[OutboxRow]:
         """Lease up to ``limit`` unsent rows nobody else holds a live lease on, oldest first.
 
-        PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so relays claiming at the same moment take
-        different rows instead of queueing. SQLite: its write lock serialises the claims.
+        One statement, ``UPDATE ... WHERE id IN (SELECT ...) RETURNING``. PostgreSQL: the
+        inner SELECT is ``FOR UPDATE SKIP LOCKED``, so relays claiming at the same moment
+        take different rows instead of queueing. SQLite: its write lock serialises claims.
         """
         o = self._outbox
         free = or_(o.c.lease_until.is_(None), o.c.lease_until < now)
-        query = (
-            select(*self._row_columns())
+        candidates = (
+            select(o.c.id)
             .where(o.c.publish_time.is_(None), free)
             .order_by(o.c.create_time, o.c.id)
             .limit(limit)
         )
         if self._postgresql:
-            query = query.with_for_update(skip_locked=True)
+            candidates = candidates.with_for_update(skip_locked=True)
+        statement = (
+            update(o)
+            .where(o.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                lease_owner=self.owner,
+                lease_until=now + dt.timedelta(seconds=lease_seconds),
+                attempts=o.c.attempts + 1,
+            )
+            .returning(*self._row_columns())
+        )
         with self._engine.begin() as connection:
-            rows = [OutboxRow(*row) for row in connection.execute(query)]
-            if rows:
-                connection.execute(
-                    update(o)
-                    .where(o.c.id.in_([row.id for row in rows]))
-                    .values(
-                        lease_owner=self.owner,
-                        lease_until=now + dt.timedelta(seconds=lease_seconds),
-                        attempts=o.c.attempts + 1,
-                    )
-                )
+            rows = [OutboxRow(*row) for row in connection.execute(statement)]
+        rows.sort(key=lambda row: (as_utc(row.create_time), row.id))  # RETURNING has no order
         return [dataclasses.replace(r, create_time=as_utc(r.create_time)) for r in rows]
 
     def _row_columns(self) -> list[Any]:
