@@ -240,8 +240,18 @@ def wait_for_cluster(child: Child, admin_port: int, cluster: str, timeout: float
 def start_cinema_serve(
     service: str, env: Mapping[str, str], log_dir: pathlib.Path, name: str | None = None
 ) -> Child:
-    """``cinema serve SERVICE`` on a free loopback port (``env`` adds to os.environ)."""
-    full_env = {**os.environ, **env, "CINEMA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+    """``cinema serve SERVICE`` on a free loopback port (``env`` adds to os.environ).
+
+    Events are off unless ``env`` turns them on (``CINEMA_EVENTS=on`` and a ``NATS_URL``,
+    as ``bench.events`` does): the other benchmarks measure calls, and a service must not
+    publish into whatever NATS happens to listen on the default port."""
+    full_env = {
+        **os.environ,
+        "CINEMA_EVENTS": "off",
+        **env,
+        "CINEMA_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
     label = name or service
     child = spawn(
         label,

@@ -4,6 +4,8 @@ one service does to the data of the others, as a client sees it."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -155,3 +157,61 @@ def test_healthz_reports_the_broker_and_the_consumers(system: RunningSystem) -> 
     assert events["broker"] == "CONNECTED"
     assert set(events["consumers"]) == {"movie", "user", "order"}
     assert events["deadLetters"] == 0
+
+
+def test_a_broker_outage_delays_effects_and_loses_or_doubles_none(
+    system: RunningSystem, admin_token: str
+) -> None:
+    """nats-server stopped (SIGSTOP: connections hang, as on a network partition) while
+    casts are deleted and orders paid: the writes succeed, their effects wait, and once it
+    is back every effect arrives, each event stored once in the stream."""
+    (nats,) = system.pids("nats")
+    casts = [
+        system.request("POST", "/api/v1/casts", {"name": f"Extra {i}"}, token=admin_token).body[
+            "id"
+        ]
+        for i in range(3)
+    ]
+    movie = add_movie(system, admin_token, "Partition", casts)
+    buyer, token = register(system, "patient")
+    orders = [
+        system.request(
+            "POST", f"/api/v1/orders?requestId={uuid.uuid4()}",
+            {"items": [{"movieId": movie, "quantity": 1}]}, token=token,
+        ).body["id"]
+        for _ in range(2)
+    ]  # fmt: skip
+    library = f"/api/v1/users/{buyer['id']}/owned-movies"
+    time.sleep(1.5)  # /healthz reads the stream once a second
+    settled = system.request("GET", "/healthz").body["events"]["events"]
+    os.kill(nats, signal.SIGSTOP)
+    try:
+        for cast in casts:
+            assert (
+                system.request("DELETE", f"/api/v1/casts/{cast}", token=admin_token).status == 200
+            )
+        for number, order in enumerate(orders):
+            paid = system.request(
+                "POST", f"/api/v1/orders/{order}:pay",
+                {"paymentToken": "tok_visa", "requestId": f"pay-{number}"}, token=token,
+            )  # fmt: skip
+            assert paid.body["status"] == "ORDER_STATUS_PAID", paid
+        time.sleep(1.5)
+        assert system.request("GET", f"/api/v1/movies/{movie}").body["castIds"] == casts
+        assert system.request("GET", library, token=token).body["ownedMovies"] == []
+        assert system.request("GET", "/healthz").status == 200  # reads and writes go on
+    finally:
+        os.kill(nats, signal.SIGCONT)
+    eventually(lambda: system.request("GET", f"/api/v1/movies/{movie}").body["castIds"] == [], 30)
+    owned, _ = eventually(
+        lambda: system.request("GET", library, token=token).body["ownedMovies"], 30
+    )
+    assert [o["movieId"] for o in owned] == [movie]  # two paid orders, one movie owned
+
+    # 3 CastDeleted + 2 OrderPaid, each stored once (retries are dropped by Nats-Msg-Id).
+    def stored() -> int:
+        return int(system.request("GET", "/healthz").body["events"].get("events", 0)) - settled
+
+    eventually(lambda: stored() >= 5, 10)
+    time.sleep(2)  # any duplicate would have arrived by now
+    assert stored() == 5
