@@ -183,7 +183,7 @@ def test_a_broker_outage_delays_effects_and_loses_or_doubles_none(
     ]  # fmt: skip
     library = f"/api/v1/users/{buyer['id']}/owned-movies"
     time.sleep(1.5)  # /healthz reads the stream once a second
-    settled = system.request("GET", "/healthz").body["events"]["events"]
+    settled = int(system.request("GET", "/healthz").body["events"]["events"])
     os.kill(nats, signal.SIGSTOP)
     try:
         for cast in casts:
