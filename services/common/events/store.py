@@ -51,6 +51,8 @@ class EventLog:
     def __init__(self, tables: EventTables, *, enabled: bool = True) -> None:
         self.tables = tables
         self.enabled = enabled
+        #: Built once: SQLAlchemy then finds its compiled form by a cheap cache key.
+        self.insert = insert(tables.outbox)
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -87,7 +89,7 @@ class Outbox:
             event.event_id = new_id()
         event.occur_time.CopyFrom(timestamp(occur_time))
         self._connection.execute(
-            insert(self._log.tables.outbox),
+            self._log.insert,
             {
                 "id": event.event_id,
                 "subject": subject_of(event),
