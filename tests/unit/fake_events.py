@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -19,6 +20,9 @@ class RecordingOutbox:
 class MemoryInbox:
     def __init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
+
+    def applied(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        return {e for e in event_ids if (consumer, e) in self.seen}
 
     def first_delivery(self, consumer: str, event_id: str, now: dt.datetime) -> bool:
         key = (consumer, event_id)

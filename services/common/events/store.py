@@ -38,6 +38,10 @@ class ReceiptWriter(Protocol):
         """Record the event as applied in this transaction; False when it already was."""
         ...
 
+    def applied(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` ``consumer`` has applied already."""
+        ...
+
 
 class EventLog:
     """A service's event tables, whether it writes events at all, and whom to tell when a
@@ -126,6 +130,18 @@ class Inbox:
         except exc.IntegrityError:
             return False
         return True
+
+    def applied(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        if self._log is None:
+            raise RuntimeError("this unit of work has no event tables")
+        inbox = self._log.tables.inbox
+        return set(
+            self._connection.scalars(
+                select(inbox.c.event_id).where(
+                    inbox.c.consumer == consumer, inbox.c.event_id.in_(list(event_ids))
+                )
+            )
+        )
 
 
 @dataclasses.dataclass(frozen=True)
