@@ -9,9 +9,10 @@ repository and grpcio 1.83.2 (before the asyncio accept-loop regression): the sy
 server served GetMovie fastest, and it keeps one synchronous repository for both
 PostgreSQL and SQLite (docs/benchmarks.md has the figures).
 
-Events (:mod:`services.common.events`) run beside the calls on a thread of their own; the
-broker being away never changes health: writes keep working and their events wait in the
-outbox.
+Events (:mod:`services.common.events`) run beside the calls on a thread of their own. The
+broker being away does not change health (writes keep working, their events wait in the
+outbox), except at start: SERVING waits until the ended sessions are read
+(:meth:`~services.common.events.bus.EventBus.ready`, at most 10 s).
 
 Health answers for ``""`` and the service's own name. It turns SERVING only once the
 database answers, follows the database afterwards, and goes NOT_SERVING when shutdown
