@@ -563,18 +563,11 @@ class EventBus:
         ``bench.events``: one commit per event was the consumer's limit.
         """
         assert self._consumer is not None
-        consumer = self._consumer
         batch: list[tuple[Any, Handler, Any, str | None]] = []
         for message in messages:
-            event_type = subjects.EVENT_TYPES.get(message.subject)
-            handler = consumer.handlers.get(event_type) if event_type is not None else None
-            if event_type is None or handler is None:
-                continue
-            try:
-                event: Any = event_type.FromString(message.data)
-            except DecodeError:
-                continue
-            if event.event_id:
+            decoded = self._decode(message)
+            if not isinstance(decoded, str):  # the undecodable go one by one, to the dead letters
+                handler, event = decoded
                 headers = message.headers or {}
                 batch.append((message, handler, event, headers.get("traceparent")))
         if len(batch) < 2:
@@ -591,11 +584,7 @@ class EventBus:
             except Exception:  # unacked: redelivered after the ack wait, then a duplicate
                 logger.warning("events: ack of %s failed", event.event_id)
             done.add(id(message))
-            subject = message.subject
-            metrics.EVENTS_HANDLED.labels(consumer.name, subject, outcome).inc()
-            if outcome == "applied" and event.HasField("occur_time"):
-                lag = (self._clock() - as_utc(event.occur_time.ToDatetime(dt.UTC))).total_seconds()
-                metrics.EVENT_LAG.labels(consumer.name, subject).observe(max(lag, 0.0))
+            self._count(event, outcome)
         return done
 
     def _apply_batch(self, batch: list[tuple[Any, Handler, Any, str | None]]) -> list[str]:
@@ -612,15 +601,7 @@ class EventBus:
                 if not uow.inbox.first_delivery(name, event.event_id, self._clock()):
                     raise _ReceiptTaken(event.event_id)
                 seen.add(event.event_id)
-                subject = subjects.subject_of(event)
-                attributes = {
-                    "messaging.system": "nats",
-                    "messaging.destination.name": subject,
-                    "messaging.message.id": event.event_id,
-                    "messaging.consumer.group.name": name,
-                    "messaging.batch.message_count": str(len(batch)),
-                }
-                with tracing.consumer_span(f"{name} handle {subject}", traceparent, attributes):
+                with self._span(event, traceparent, batch_size=len(batch)):
                     handler(uow, event)
                 outcomes.append("applied")
             uow.commit()
@@ -630,19 +611,11 @@ class EventBus:
         assert self._consumer is not None
         consumer = self._consumer
         subject = message.subject
-        event_type = subjects.EVENT_TYPES.get(subject)
-        handler = consumer.handlers.get(event_type) if event_type is not None else None
-        if event_type is None or handler is None:
-            await self._dead_letter(message, f"no handler for subject {subject}")
+        decoded = self._decode(message)
+        if isinstance(decoded, str):
+            await self._dead_letter(message, decoded)
             return
-        try:
-            event: Any = event_type.FromString(message.data)
-        except DecodeError as error:
-            await self._dead_letter(message, f"cannot decode {subject}: {error}")
-            return
-        if not event.event_id:
-            await self._dead_letter(message, f"{subject} has no event_id")
-            return
+        handler, event = decoded
         headers = message.headers or {}
         try:
             outcome = await self._db(self._apply, handler, event, headers.get("traceparent"))
@@ -677,24 +650,54 @@ class EventBus:
             await message.nak(delay=retry_delay(deliveries))
             return
         await message.ack()
-        metrics.EVENTS_HANDLED.labels(consumer.name, subject, outcome).inc()
+        self._count(event, outcome)
+
+    def _decode(self, message: Any) -> tuple[Handler, Any] | str:
+        """The handler and the event of ``message``, or why it cannot be handled."""
+        assert self._consumer is not None
+        subject = message.subject
+        event_type = subjects.EVENT_TYPES.get(subject)
+        handler = self._consumer.handlers.get(event_type) if event_type is not None else None
+        if event_type is None or handler is None:
+            return f"no handler for subject {subject}"
+        try:
+            event: Any = event_type.FromString(message.data)
+        except DecodeError as error:
+            return f"cannot decode {subject}: {error}"
+        if not event.event_id:
+            return f"{subject} has no event_id"
+        return handler, event
+
+    def _count(self, event: Any, outcome: str) -> None:
+        """Metrics of one handled event: its outcome, and for an effect the lag to it."""
+        assert self._consumer is not None
+        name, subject = self._consumer.name, subjects.subject_of(event)
+        metrics.EVENTS_HANDLED.labels(name, subject, outcome).inc()
         if outcome == "applied" and event.HasField("occur_time"):
             lag = (self._clock() - as_utc(event.occur_time.ToDatetime(dt.UTC))).total_seconds()
-            metrics.EVENT_LAG.labels(consumer.name, subject).observe(max(lag, 0.0))
+            metrics.EVENT_LAG.labels(name, subject).observe(max(lag, 0.0))
 
-    def _apply(self, handler: Handler, event: Any, traceparent: str | None) -> str:
-        """Apply ``event`` with its inbox receipt in one transaction (database thread)."""
+    def _span(
+        self, event: Any, traceparent: str | None, *, batch_size: int = 1
+    ) -> contextlib.AbstractContextManager[None]:
+        """The CONSUMER span of one event's handling (continuing its change's trace)."""
         assert self._consumer is not None
-        name = self._consumer.name
-        subject = subjects.subject_of(event)
+        name, subject = self._consumer.name, subjects.subject_of(event)
         attributes = {
             "messaging.system": "nats",
             "messaging.destination.name": subject,
             "messaging.message.id": event.event_id,
             "messaging.consumer.group.name": name,
         }
-        span = tracing.consumer_span(f"{name} handle {subject}", traceparent, attributes)
-        with span, self._consumer.uow() as uow:
+        if batch_size > 1:
+            attributes["messaging.batch.message_count"] = str(batch_size)
+        return tracing.consumer_span(f"{name} handle {subject}", traceparent, attributes)
+
+    def _apply(self, handler: Handler, event: Any, traceparent: str | None) -> str:
+        """Apply ``event`` with its inbox receipt in one transaction (database thread)."""
+        assert self._consumer is not None
+        name = self._consumer.name
+        with self._span(event, traceparent), self._consumer.uow() as uow:
             if not uow.inbox.first_delivery(name, event.event_id, self._clock()):
                 return "duplicate"
             handler(uow, event)
