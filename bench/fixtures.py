@@ -80,11 +80,13 @@ def register_user(target: Target) -> tuple[str, str]:
 
 
 def mint_admin_token(key_dir: pathlib.Path, subject: str = "bench-admin") -> str:
-    """An admin token signed with the system's private key (``DATA_DIR/keys``)."""
-    from services.common.auth import TokenIssuer, ensure_keypair
+    """An admin token signed with the system's signing key (the key ring in
+    ``DATA_DIR/keys``, services.common.keyring)."""
+    from services.common import keyring
+    from services.common.auth import TokenIssuer
     from services.common.context import Role
 
-    private_path, _ = ensure_keypair(key_dir)
+    private_path, _ = keyring.signing_files(key_dir)
     issuer = TokenIssuer(
         private_path.read_bytes(), issuer="cinema", audience="cinema", ttl_seconds=3600
     )

@@ -487,10 +487,12 @@ def run_baseline(
 ) -> None:
     """The FastAPI + uvicorn + nginx design beside Cinema (bench/baselines)."""
     from bench.baselines import runner
+    from services.common import keyring
 
     logs_dir = suite.work_dir / "baseline"
+    _, public_key = keyring.signing_files(key_dir)
     base = runner.start_baseline(
-        logs_dir, urls["baseline_movie"], urls["baseline_cast"], key_dir / "jwt-ed25519.pub.pem"
+        logs_dir, urls["baseline_movie"], urls["baseline_cast"], public_key
     )
     try:
         target = Target("127.0.0.1", base.port)

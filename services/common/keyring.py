@@ -149,6 +149,16 @@ def ensure_ring(directory: pathlib.Path) -> Keys:
     return read(directory)
 
 
+def signing_files(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """The private and public key files of the ring's signing key (the ring made first if
+    need be): for tools that sign or verify as the system does (the benchmarks)."""
+    keys = ensure_ring(directory)
+    assert keys.signing is not None
+    kid = keys.signing[0]
+    (public,) = directory.glob(f"*-{kid}.pub.pem")
+    return public.with_name(public.name.removesuffix(".pub.pem") + ".key.pem"), public
+
+
 def rotate(directory: pathlib.Path, *, token_ttl_seconds: int, now: float | None = None) -> str:
     """Add a new signing key; retire the others once the tokens they signed have expired.
 
