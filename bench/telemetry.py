@@ -11,7 +11,8 @@ rotated) so that drift of the machine falls on all of them alike:
   ``OTEL_*`` variables a deployment sets).
 
 GetMovie is called directly on the replica (no Envoy), closed loop, by the benchmark's
-load generator; the figure is successful calls per second, and the ratio to ``bare``.
+load generator; the figures are successful calls per second, their ratio to ``bare``, and
+the server's CPU (user + system) per call.
 Only loopback is used; it stops by itself.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import html
 import pathlib
 import statistics
@@ -77,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, public_key = ensure_keypair(work / "keys")
     sink, sink_port = _sink()
     results: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_per_call: dict[str, list[float]] = {name: [] for name in variants}
     with postgres_databases(["movie"], args.postgres_url) as (_, urls):
         base = {
             "DATABASE_URL": urls["movie"],
@@ -99,20 +102,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             for round_number in range(args.rounds):
                 order = names[round_number % len(names) :] + names[: round_number % len(names)]
                 for name in order:
-                    target = Target("127.0.0.1", children[name].port)
-                    result = run_load(GetMovieGrpc(target, ids), plan)
+                    child = children[name]
+                    target = Target("127.0.0.1", child.port)
+                    pids: dict[str, list[int]] = {"server": [child.pid]}
+                    result = run_load(
+                        GetMovieGrpc(target, ids), plan, watch=functools.partial(dict, pids)
+                    )
                     results[name].append(result.throughput)
-                    print(f"round {round_number + 1} {name:<24} {result.throughput:8.0f}/s")
+                    cpu = result.process_cpu_seconds.get("server", 0.0) / max(result.ok, 1) * 1e6
+                    cpu_per_call[name].append(cpu)
+                    print(
+                        f"round {round_number + 1} {name:<24} {result.throughput:8.0f}/s"
+                        f"   server CPU {cpu:5.0f} µs/call"
+                    )
         finally:
             for child in children.values():
                 child.stop(timeout=5)
             sink.stop(0)
     first = next(iter(results))
     bare = statistics.median(results[first])
-    print(f"\nvariant                   calls/s (median)   vs {first}")
+    print(f"\nvariant                   calls/s (median)   vs {first}   server CPU µs/call")
     medians = {name: statistics.median(values) for name, values in results.items()}
     for name, median in medians.items():
-        print(f"{name:<24} {median:14.0f}   {median / bare:7.2f}")
+        cpu = statistics.median(cpu_per_call[name])
+        print(f"{name:<24} {median:14.0f}   {median / bare:7.2f}   {cpu:17.0f}")
     if args.svg:
         args.svg.write_text(_svg(medians, f"GetMovie direct, {args.rounds} rounds, median"))
         print(f"wrote {args.svg}")

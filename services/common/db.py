@@ -18,6 +18,7 @@ import sqlalchemy
 from sqlalchemy import Connection, Engine, event, exc, text
 from sqlalchemy.engine import make_url
 
+from services.common import tracing
 from services.common.errors import Unavailable
 from services.common.events.store import EventLog, EventWriter, Inbox, Outbox, ReceiptWriter
 
@@ -58,9 +59,8 @@ def make_engine(url: str, *, pool_size: int = 4, autocommit: bool = False) -> En
             hide_parameters=True,
         )
         _configure_sqlite(engine)
-        return engine
-    if autocommit:
-        return sqlalchemy.create_engine(
+    elif autocommit:
+        engine = sqlalchemy.create_engine(
             url,
             pool_size=pool_size,
             max_overflow=0,
@@ -69,13 +69,16 @@ def make_engine(url: str, *, pool_size: int = 4, autocommit: bool = False) -> En
             isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None,
         )
-    return sqlalchemy.create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_recycle=1800,
-        hide_parameters=True,
-    )
+    else:
+        engine = sqlalchemy.create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_recycle=1800,
+            hide_parameters=True,
+        )
+    tracing.trace_statements(engine)  # a span per statement of a traced call
+    return engine
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -221,33 +221,44 @@ _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class TracingInterceptor(_WrappingInterceptor):
-    """A server span per call (OpenTelemetry), continuing the caller's W3C traceparent.
+    """A server span per recorded call (OpenTelemetry), continuing the caller's W3C
+    traceparent.
 
     Ours rather than opentelemetry-instrumentation-grpc's server interceptor: that one
     builds a wrapped handler, a wrapped servicer context and the span's attributes on every
     call, sampled or not, which cost GetMovie about 30 % of its throughput at 1 % sampling
     (``python -m bench.telemetry``, docs/benchmarks.md). Here the handler is wrapped once
-    per method and an unsampled call costs one context extraction and a non-recording
-    span. The span's status is the call's final code, read from the servicer context once
-    the inner interceptors are done (``tracing.record_status``). Health checks (Envoy's,
-    each second) start no span.
+    per method, and a call that is not recorded gets a bare context from
+    :func:`services.common.tracing.unsampled_context` and never meets the SDK. A recorded
+    call's span has the call's final code as its status, read from the servicer context
+    once the inner interceptors are done (``tracing.record_status``). Health checks
+    (Envoy's, each second) start no span.
     """
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         if method.startswith(_HEALTH_PREFIX):
             return behavior
+        from opentelemetry import context as otel_context
         from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind
+
+        from services.common.tracing import record_status, unsampled_context
 
         tracer = trace.get_tracer("cinema.server")
         service, _, name = method.lstrip("/").rpartition("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        from services.common.tracing import record_status
-
-        extract = propagate.extract
+        extract, attach, detach = propagate.extract, otel_context.attach, otel_context.detach
 
         def traced(request: Any, context: grpc.ServicerContext) -> Any:
             carrier = {k: v for k, v in context.invocation_metadata() if k in _TRACE_HEADERS}
+            parent = carrier.get("traceparent")
+            quiet = unsampled_context(parent if isinstance(parent, str) else None)
+            if quiet is not None:
+                token = attach(quiet)
+                try:
+                    return behavior(request, context)
+                finally:
+                    detach(token)
             with tracer.start_as_current_span(
                 method,
                 context=extract(carrier) if carrier else None,

@@ -13,10 +13,10 @@ What is traced, once :func:`configure` ran:
   continues the caller's W3C ``traceparent``; leaner than the instrumentation's own);
 * every peer call (its client interceptor on :class:`services.common.peers.PeerChannel`),
   so a buy is one trace through Envoy, order, user and movie;
-* every SQLAlchemy statement (``opentelemetry-instrumentation-sqlalchemy`` on every engine
-  made after :func:`configure`).
-  Movie's GetMovie runs its prepared statement on the raw driver cursor, past SQLAlchemy,
-  and has no statement span.
+* every SQL statement SQLAlchemy runs, as a CLIENT span under the call's when that one
+  is recorded (:func:`trace_statements`, on every engine :func:`services.common.db.make_engine`
+  makes). Movie's GetMovie runs its prepared statement on the raw driver cursor, past
+  SQLAlchemy, and has no statement span.
 """
 
 from __future__ import annotations
@@ -24,10 +24,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
+import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +62,6 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     provider = TracerProvider(resource=resource, sampler=_sampler(env))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    # Every engine made from now on gets a span per statement. It wraps
-    # sqlalchemy.create_engine, which services.common.db looks up at each call for this.
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-    # Its declared range ends below SQLAlchemy 2.1, which it works with (the events it uses
-    # are unchanged); the e2e trace test checks the statement spans arrive.
-    SQLAlchemyInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     _enabled = True
     logger.info("exporting traces over OTLP to %s", _endpoint(env))
     return True
@@ -73,12 +71,17 @@ def _sampler(env: Mapping[str, str]) -> Any:
     """Parent-based ratio sampling (``OTEL_TRACES_SAMPLER_ARG``, 1.0 by default) whose
     roots are served calls only.
 
-    A span with a sampled parent (the gateway's, or a caller's traceparent) is kept, the
-    others follow the ratio if they serve a call, and everything else that would start a
-    trace of its own is dropped: the database health ping each second, migrations at
-    start. Another ``OTEL_TRACES_SAMPLER`` is the SDK's to build, as the variable says.
+    A span with a sampled parent (the gateway's, or a caller's traceparent) is kept, one
+    with an unsampled parent is not, and a served call without a parent follows the ratio.
+    The ratio is drawn by the server interceptor before any span exists
+    (:func:`unsampled_context`), so a served root that reaches the SDK is one to keep.
+    Everything else that would start a trace of its own is dropped: the database health
+    ping each second, migrations at start. Another ``OTEL_TRACES_SAMPLER`` is the SDK's to
+    build, as the variable says, and then every call goes through the SDK's sampler.
     """
+    global _root_bound
     from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_ON,
         Decision,
         ParentBased,
         Sampler,
@@ -89,8 +92,10 @@ def _sampler(env: Mapping[str, str]) -> Any:
 
     name = env.get("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     if name != "parentbased_traceidratio":
+        _root_bound = None
         return None  # the SDK reads the variables itself
-    ratio = TraceIdRatioBased(float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1.0))
+    ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1.0)
+    _root_bound = TraceIdRatioBased.get_bound_for_rate(min(max(ratio, 0.0), 1.0))
 
     class ServedCallRoots(Sampler):
         def should_sample(self, parent_context: Any, trace_id: int, name: str,
@@ -98,14 +103,62 @@ def _sampler(env: Mapping[str, str]) -> Any:
                           trace_state: Any = None) -> SamplingResult:  # fmt: skip
             if kind is not SpanKind.SERVER:
                 return SamplingResult(Decision.DROP)
-            return ratio.should_sample(
+            return ALWAYS_ON.should_sample(
                 parent_context, trace_id, name, kind, attributes, links, trace_state
             )
 
         def get_description(self) -> str:
-            return f"ServedCallRoots{{{ratio.get_description()}}}"
+            return f"ServedCallRoots{{ratio {ratio}, drawn by the server interceptor}}"
 
     return ParentBased(root=ServedCallRoots())
+
+
+# The served-call ratio as a bound on a trace id's low 64 bits (OpenTelemetry's
+# TraceIdRatioBased), when Cinema's sampler is in use; None otherwise.
+_root_bound: int | None = None
+_LOW_64 = (1 << 64) - 1
+# W3C trace context, as opentelemetry's propagator reads it.
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$"
+)
+
+
+def unsampled_context(traceparent: str | None) -> Any:
+    """The OpenTelemetry context for a served call that is not recorded, or None when the
+    call is to be recorded (the SDK then makes its span).
+
+    A call is not recorded when its caller's ``traceparent`` says so, or, with no valid
+    one, when the ratio's draw says so. The context holds a non-recording span of the
+    call's trace (the caller's trace id, or a new one), so peer calls carry an unsampled
+    ``traceparent`` (the peer records nothing either) and log lines carry the trace id.
+    This is the whole cost of an unsampled call: a regular expression, two random numbers
+    and a context; the SDK's span machinery cost GetMovie about 13 % of its throughput at
+    1 % (``python -m bench.telemetry``, docs/benchmarks.md). None also when another
+    sampler than Cinema's is configured: that one decides in the SDK.
+    """
+    bound = _root_bound
+    if bound is None:
+        return None
+    match = _TRACEPARENT.match(traceparent) if traceparent else None
+    if (
+        match is not None
+        and match.group(1) != "ff"
+        and (match.group(5) is None or match.group(1) != "00")
+        and match.group(2) != "0" * 32
+        and match.group(3) != "0" * 16
+    ):
+        if int(match.group(4), 16) & 1:
+            return None
+        trace_id = int(match.group(2), 16)
+    else:
+        trace_id = random.getrandbits(128) or 1
+        if trace_id & _LOW_64 < bound:
+            return None
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+    span_context = SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False)
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
 
 
 def _endpoint(env: Mapping[str, str]) -> str:
@@ -210,3 +263,65 @@ def consumer_span(
         except Exception as error:
             span.set_status(Status(StatusCode.ERROR, f"{error.__class__.__name__}"))
             raise
+
+
+def trace_statements(engine: Engine) -> None:
+    """A CLIENT span for each statement ``engine`` runs, child of the current span, when
+    that span is being recorded; nothing at all otherwise.
+
+    Ours rather than opentelemetry-instrumentation-sqlalchemy's listeners: those parse the
+    engine URL, look up the database name and start a span for every statement, sampled or
+    not, and add a span per ``Engine.connect`` and four counter updates per pool checkout
+    and checkin. Together that cost GetMovie about 16 % of its throughput at 1 % sampling
+    (``python -m bench.telemetry``, docs/benchmarks.md), where an unsampled call here costs
+    one look at the current span per statement. The attributes are the ones the
+    instrumentation sets (``db.system``, ``db.name``, ``db.statement``, ``net.peer.*``).
+    """
+    if not _enabled:
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from sqlalchemy import event
+
+    tracer = trace.get_tracer("cinema.sql")
+    url = engine.url
+    system = "postgresql" if url.get_backend_name() == "postgresql" else url.get_backend_name()
+    database = (url.database or "").rsplit("/", 1)[-1]
+    common: dict[str, str | int] = {"db.system": system, "db.name": database}
+    if url.host:
+        common["net.peer.name"] = url.host
+    if url.port:
+        common["net.peer.port"] = url.port
+    current_span = trace.get_current_span
+    use_span = trace.set_span_in_context
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
+                executemany: bool) -> None:  # fmt: skip
+        parent = current_span()
+        if not parent.is_recording() or context is None:
+            return
+        operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        context._cinema_span = tracer.start_span(
+            f"{operation} {database}".rstrip(),
+            context=use_span(parent),
+            kind=SpanKind.CLIENT,
+            attributes={**common, "db.statement": statement[:2048]},
+        )
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
+               executemany: bool) -> None:  # fmt: skip
+        span = getattr(context, "_cinema_span", None)
+        if span is not None:
+            context._cinema_span = None
+            span.end()
+
+    @event.listens_for(engine, "handle_error")
+    def _error(exception_context: Any) -> None:
+        span = getattr(exception_context.execution_context, "_cinema_span", None)
+        if span is not None:
+            exception_context.execution_context._cinema_span = None
+            error = exception_context.original_exception
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            span.end()
