@@ -59,23 +59,16 @@ def make_engine(url: str, *, pool_size: int = 4, autocommit: bool = False) -> En
             hide_parameters=True,
         )
         _configure_sqlite(engine)
-    elif autocommit:
-        engine = sqlalchemy.create_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=0,
-            pool_recycle=1800,
-            hide_parameters=True,
-            isolation_level="AUTOCOMMIT",
-            pool_reset_on_return=None,
-        )
     else:
+        # autocommit: the pool's connections stay in autocommit, never reset on return.
+        autocommit_pool = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
         engine = sqlalchemy.create_engine(
             url,
             pool_size=pool_size,
             max_overflow=0,
             pool_recycle=1800,
             hide_parameters=True,
+            **(autocommit_pool if autocommit else {}),
         )
     tracing.trace_statements(engine)  # a span per statement of a traced call
     return engine

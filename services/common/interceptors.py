@@ -251,8 +251,8 @@ class TracingInterceptor(_WrappingInterceptor):
 
         def traced(request: Any, context: grpc.ServicerContext) -> Any:
             carrier = {k: v for k, v in context.invocation_metadata() if k in _TRACE_HEADERS}
-            parent = carrier.get("traceparent")
-            quiet = unsampled_context(parent if isinstance(parent, str) else None)
+            parent = extract(carrier) if carrier else None
+            quiet = unsampled_context(parent)
             if quiet is not None:
                 token = attach(quiet)
                 try:
@@ -261,7 +261,7 @@ class TracingInterceptor(_WrappingInterceptor):
                     detach(token)
             with tracer.start_as_current_span(
                 method,
-                context=extract(carrier) if carrier else None,
+                context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes,
                 record_exception=False,

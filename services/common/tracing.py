@@ -25,7 +25,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -117,46 +116,34 @@ def _sampler(env: Mapping[str, str]) -> Any:
 # TraceIdRatioBased), when Cinema's sampler is in use; None otherwise.
 _root_bound: int | None = None
 _LOW_64 = (1 << 64) - 1
-# W3C trace context, as opentelemetry's propagator reads it.
-_TRACEPARENT = re.compile(
-    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$"
-)
 
 
-def unsampled_context(traceparent: str | None) -> Any:
+def unsampled_context(parent: Any) -> Any:
     """The OpenTelemetry context for a served call that is not recorded, or None when the
     call is to be recorded (the SDK then makes its span).
 
-    A call is not recorded when its caller's ``traceparent`` says so, or, with no valid
-    one, when the ratio's draw says so. The context holds a non-recording span of the
-    call's trace (the caller's trace id, or a new one), so peer calls carry an unsampled
-    ``traceparent`` (the peer records nothing either) and log lines carry the trace id.
-    This is the whole cost of an unsampled call: a regular expression, two random numbers
-    and a context; the SDK's span machinery cost GetMovie about 13 % of its throughput at
-    1 % (``python -m bench.telemetry``, docs/benchmarks.md). None also when another
-    sampler than Cinema's is configured: that one decides in the SDK.
+    ``parent`` is what the propagator extracted from the caller's ``traceparent`` (None
+    without one). A call is not recorded when a valid parent says so (its context is then
+    the call's: peer calls carry the unsampled trace on, and log lines its trace id), or,
+    with no valid parent, when the ratio's draw says so: then the context holds a
+    non-recording span of a new trace. That is the whole cost of an unsampled call; the
+    SDK's span machinery cost GetMovie about 13 % of its throughput at 1 %
+    (``python -m bench.telemetry``, docs/benchmarks.md). None also when another sampler
+    than Cinema's is configured: that one decides in the SDK.
     """
     bound = _root_bound
     if bound is None:
         return None
-    match = _TRACEPARENT.match(traceparent) if traceparent else None
-    if (
-        match is not None
-        and match.group(1) != "ff"
-        and (match.group(5) is None or match.group(1) != "00")
-        and match.group(2) != "0" * 32
-        and match.group(3) != "0" * 16
-    ):
-        if int(match.group(4), 16) & 1:
-            return None
-        trace_id = int(match.group(2), 16)
-    else:
-        trace_id = random.getrandbits(128) or 1
-        if trace_id & _LOW_64 < bound:
-            return None
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext
 
+    if parent is not None:
+        caller = trace.get_current_span(parent).get_span_context()
+        if caller.is_valid:
+            return None if caller.trace_flags.sampled else parent
+    trace_id = random.getrandbits(128) or 1
+    if trace_id & _LOW_64 < bound:
+        return None
     span_context = SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False)
     return trace.set_span_in_context(NonRecordingSpan(span_context))
 
@@ -285,15 +272,13 @@ def trace_statements(engine: Engine) -> None:
 
     tracer = trace.get_tracer("cinema.sql")
     url = engine.url
-    system = "postgresql" if url.get_backend_name() == "postgresql" else url.get_backend_name()
     database = (url.database or "").rsplit("/", 1)[-1]
-    common: dict[str, str | int] = {"db.system": system, "db.name": database}
+    common: dict[str, str | int] = {"db.system": url.get_backend_name(), "db.name": database}
     if url.host:
         common["net.peer.name"] = url.host
     if url.port:
         common["net.peer.port"] = url.port
     current_span = trace.get_current_span
-    use_span = trace.set_span_in_context
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
@@ -302,9 +287,8 @@ def trace_statements(engine: Engine) -> None:
         if not parent.is_recording() or context is None:
             return
         operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
-        context._cinema_span = tracer.start_span(
+        context._cinema_span = tracer.start_span(  # a child of the current span
             f"{operation} {database}".rstrip(),
-            context=use_span(parent),
             kind=SpanKind.CLIENT,
             attributes={**common, "db.statement": statement[:2048]},
         )

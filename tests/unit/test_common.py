@@ -4,6 +4,7 @@ and the mapping of domain errors to gRPC statuses."""
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -150,3 +151,64 @@ def test_without_an_otlp_endpoint_nothing_is_traced_or_exported() -> None:
     assert tracing.current_ids() is None
     tracing.record_status(grpc.StatusCode.INTERNAL, "no span, no error")
     tracing.shutdown()
+
+
+@pytest.fixture
+def served_call_ratio() -> Iterator[Callable[[str], None]]:
+    """Sets the served-call ratio as ``configure`` would (``OTEL_TRACES_SAMPLER_ARG``)."""
+    from services.common import tracing
+
+    def use(ratio: str) -> None:
+        tracing._sampler({"OTEL_TRACES_SAMPLER_ARG": ratio})
+
+    yield use
+    tracing._root_bound = None
+
+
+def _parent(flags: str) -> object:
+    from opentelemetry import propagate
+
+    return propagate.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-{flags}"})
+
+
+def test_a_caller_that_samples_is_recorded_and_one_that_does_not_is_not(
+    served_call_ratio: Callable[[str], None],
+) -> None:
+    from opentelemetry import trace
+
+    from services.common import tracing
+
+    served_call_ratio("0.0")  # roots are never drawn: only the caller's flag decides
+    assert tracing.unsampled_context(_parent("01")) is None
+    quiet = tracing.unsampled_context(_parent("00"))
+    assert quiet is not None
+    carried = trace.get_current_span(quiet).get_span_context()
+    assert carried.trace_id == int("ab" * 16, 16), "the caller's trace goes on"
+    assert not carried.trace_flags.sampled
+    assert not trace.get_current_span(quiet).is_recording()
+
+
+def test_a_root_follows_the_ratio(served_call_ratio: Callable[[str], None]) -> None:
+    from opentelemetry import trace
+
+    from services.common import tracing
+
+    served_call_ratio("1.0")
+    assert all(tracing.unsampled_context(None) is None for _ in range(200))
+    served_call_ratio("0.0")
+    contexts = [tracing.unsampled_context(None) for _ in range(200)]
+    assert all(c is not None for c in contexts)
+    ids = {trace.get_current_span(c).get_span_context().trace_id for c in contexts}
+    assert len(ids) == 200, "each unsampled root is a trace of its own"
+    served_call_ratio("0.5")
+    recorded = sum(tracing.unsampled_context(None) is None for _ in range(4000))
+    assert 1700 < recorded < 2300  # 2000 expected; 9 standard deviations either side
+
+
+def test_another_sampler_decides_in_the_sdk(served_call_ratio: Callable[[str], None]) -> None:
+    from services.common import tracing
+
+    served_call_ratio("0.0")
+    tracing._sampler({"OTEL_TRACES_SAMPLER": "always_on"})
+    assert tracing.unsampled_context(_parent("00")) is None
+    assert tracing.unsampled_context(None) is None
