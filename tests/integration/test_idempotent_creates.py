@@ -332,7 +332,14 @@ def test_a_repeated_create_movie_is_answered_before_the_cast_check(shop: Shop) -
 
     first = create(request_id)
     shop.casts.DeleteCast(cast_pb2.DeleteCastRequest(id=cast.id), metadata=shop.admin)
-    assert create(request_id) == first, "the cast service is not asked again"
+    # The repeat answers with the movie the first call made, as it stands now: the cast's
+    # deletion event may already have taken the cast id off it (and moved update_time).
+    again = create(request_id)
+    assert (again.id, again.title, again.create_time) == (
+        first.id,
+        first.title,
+        first.create_time,
+    ), "the cast service is not asked again"
     error = failure(lambda: create(str(uuid.uuid4())))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, "a new create is checked"
 
