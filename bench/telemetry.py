@@ -1,8 +1,10 @@
 """What telemetry costs GetMovie: ``python -m bench.telemetry``.
 
 One ``cinema serve movie`` per variant, all on the same PostgreSQL database with the same
-1,000 movies, measured in interleaved rounds (every variant once per round, the order
-rotated) so that drift of the machine falls on all of them alike:
+1,000 movies. Each variant is measured in pairs with the reference (``metrics`` by
+default): in every round the two run back to back, the reference first every other time,
+and the figure is the median of the per-pair ratios, so the machine's drift (rounds on this
+2-core VM move by up to 20 %) falls on both sides of a ratio alike:
 
 * ``bare``: no /metrics, no tracing (``CINEMA_METRICS_ADDR=off``);
 * ``metrics``: the default, RED metrics per RPC (services/common/metrics.py);
@@ -11,8 +13,8 @@ rotated) so that drift of the machine falls on all of them alike:
   ``OTEL_*`` variables a deployment sets).
 
 GetMovie is called directly on the replica (no Envoy), closed loop, by the benchmark's
-load generator; the figures are successful calls per second, their ratio to ``bare``, and
-the server's CPU (user + system) per call.
+load generator; the figures are successful calls per second, the median and range of the
+ratios, and the server's CPU (user + system) per call.
 Only loopback is used; it stops by itself.
 """
 
@@ -65,21 +67,26 @@ def _sink() -> tuple[grpc.Server, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.telemetry", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--postgres-url", default=None, help="server URL (default: loopback)")
     parser.add_argument(
+        "--reference", default="metrics", choices=list(VARIANTS), help="what each is paired with"
+    )
+    parser.add_argument(
         "--only", action="append", choices=list(VARIANTS), help="measure these (repeat)"
     )
-    parser.add_argument("--svg", type=pathlib.Path, help="write a bar chart of the medians here")
+    parser.add_argument("--svg", type=pathlib.Path, help="write a bar chart of the ratios here")
     args = parser.parse_args(argv)
-    variants = {name: VARIANTS[name] for name in args.only or VARIANTS}
+    names = [name for name in VARIANTS if name in (args.only or VARIANTS) or name == args.reference]
+    others = [name for name in names if name != args.reference]
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
     _, public_key = ensure_keypair(work / "keys")
     sink, sink_port = _sink()
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    cpu_per_call: dict[str, list[float]] = {name: [] for name in variants}
+    ratios: dict[str, list[float]] = {name: [] for name in others}
+    throughput: dict[str, list[float]] = {name: [] for name in names}
+    cpu_per_call: dict[str, list[float]] = {name: [] for name in names}
     with postgres_databases(["movie"], args.postgres_url) as (_, urls):
         base = {
             "DATABASE_URL": urls["movie"],
@@ -88,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         children = {}
         try:
-            for name, extra in variants.items():
+            for name in names:
+                extra = VARIANTS[name]
                 env = {**base, **extra}
                 if "OTEL_TRACES_SAMPLER_ARG" in extra:
                     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
@@ -97,56 +105,76 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "movie", env, work, name=name.replace(" ", "").replace("%", "pct")
                 )
             ids = tuple(seed.seed_movies(urls["movie"], 1000, ()))
-            plan = LoadPlan(concurrency=args.concurrency, duration=args.duration, warmup=2.0)
-            names = list(variants)
+            plan = LoadPlan(concurrency=args.concurrency, duration=args.duration, warmup=1.0)
+
+            def measure(name: str) -> float:
+                child = children[name]
+                pids: dict[str, list[int]] = {"server": [child.pid]}
+                result = run_load(
+                    GetMovieGrpc(Target("127.0.0.1", child.port), ids),
+                    plan,
+                    watch=functools.partial(dict, pids),
+                )
+                cpu = result.process_cpu_seconds.get("server", 0.0) / max(result.ok, 1) * 1e6
+                throughput[name].append(result.throughput)
+                cpu_per_call[name].append(cpu)
+                return result.throughput
+
             for round_number in range(args.rounds):
-                order = names[round_number % len(names) :] + names[: round_number % len(names)]
-                for name in order:
-                    child = children[name]
-                    target = Target("127.0.0.1", child.port)
-                    pids: dict[str, list[int]] = {"server": [child.pid]}
-                    result = run_load(
-                        GetMovieGrpc(target, ids), plan, watch=functools.partial(dict, pids)
-                    )
-                    results[name].append(result.throughput)
-                    cpu = result.process_cpu_seconds.get("server", 0.0) / max(result.ok, 1) * 1e6
-                    cpu_per_call[name].append(cpu)
+                for index, name in enumerate(others):
+                    # A pair back to back, the reference first every other time, so the
+                    # machine's drift within a pair is small and falls on both sides alike.
+                    if (round_number + index) % 2 == 0:
+                        reference, variant = measure(args.reference), measure(name)
+                    else:
+                        variant, reference = measure(name), measure(args.reference)
+                    ratios[name].append(variant / reference)
                     print(
-                        f"round {round_number + 1} {name:<24} {result.throughput:8.0f}/s"
-                        f"   server CPU {cpu:5.0f} µs/call"
+                        f"round {round_number + 1} {name:<24} {variant:7.0f}/s"
+                        f" against {reference:7.0f}/s: {variant / reference:5.2f}"
+                        f"   server CPU {cpu_per_call[name][-1]:4.0f}"
+                        f" vs {cpu_per_call[args.reference][-1]:4.0f} µs/call"
                     )
         finally:
             for child in children.values():
                 child.stop(timeout=5)
             sink.stop(0)
-    first = next(iter(results))
-    bare = statistics.median(results[first])
-    print(f"\nvariant                   calls/s (median)   vs {first}   server CPU µs/call")
-    medians = {name: statistics.median(values) for name, values in results.items()}
-    for name, median in medians.items():
+    print(
+        f"\nvariant                   calls/s   vs {args.reference} (median, range of"
+        f" {args.rounds} pairs)   server CPU µs/call"
+    )
+    medians: dict[str, float] = {}
+    for name in names:
+        calls = statistics.median(throughput[name])
         cpu = statistics.median(cpu_per_call[name])
-        print(f"{name:<24} {median:14.0f}   {median / bare:7.2f}   {cpu:17.0f}")
+        if name == args.reference:
+            print(f"{name:<24} {calls:8.0f}   1.00{'':<27}{cpu:8.0f}")
+            medians[name] = 1.0
+            continue
+        ratio = statistics.median(ratios[name])
+        medians[name] = ratio
+        spread = f"({min(ratios[name]):.2f}-{max(ratios[name]):.2f})"
+        print(f"{name:<24} {calls:8.0f}   {ratio:4.2f} {spread:<26}{cpu:8.0f}")
     if args.svg:
-        args.svg.write_text(_svg(medians, f"GetMovie direct, {args.rounds} rounds, median"))
+        subtitle = f"GetMovie direct, vs {args.reference}: median of {args.rounds} paired rounds"
+        args.svg.write_text(_svg(medians, subtitle))
         print(f"wrote {args.svg}")
     return 0
 
 
-def _svg(medians: dict[str, float], subtitle: str) -> str:
-    """Horizontal bars of calls per second, labelled with the ratio to the first."""
-    first = next(iter(medians.values()))
-    top = max(medians.values())
+def _svg(ratios: dict[str, float], subtitle: str) -> str:
+    """Horizontal bars of each variant's throughput as a share of the reference's."""
+    top = max(max(ratios.values()), 1.0)
     rows = []
-    for index, (name, value) in enumerate(medians.items()):
+    for index, (name, value) in enumerate(ratios.items()):
         y = 50 + index * 30
         width = 360 * value / top
         rows.append(
             f'<text x="10" y="{y + 13}" font-size="12">{html.escape(name)}</text>'
             f'<rect x="190" y="{y}" width="{width:.1f}" height="18" fill="#2f6db5"/>'
-            f'<text x="{196 + width:.1f}" y="{y + 13}" font-size="12">'
-            f"{value:.0f}/s ({value / first:.2f})</text>"
+            f'<text x="{196 + width:.1f}" y="{y + 13}" font-size="12">{value:.2f}</text>'
         )
-    height = 60 + 30 * len(medians)
+    height = 60 + 30 * len(ratios)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="680" height="{height}" '
         'font-family="sans-serif">'
