@@ -86,6 +86,8 @@ PER_TRY_TIMEOUT = "5s"
 NUM_RETRIES = 2
 #: Longest a client may take to send one whole request (the slow-body limit).
 DOWNSTREAM_REQUEST_TIMEOUT = "60s"
+#: How long a new client connection may take to send its first bytes.
+FIRST_BYTES_TIMEOUT = "10s"
 #: How long a client connection with no request in flight stays open.
 DOWNSTREAM_IDLE_TIMEOUT = "60s"
 #: Concurrent calls on one client HTTP/2 connection.
@@ -483,6 +485,21 @@ def _listener(topology: Topology, *, rate_limits: bool) -> dict[str, Any]:
         "address": _socket_address(topology.listen_address, topology.listen_port),
         # What Envoy buffers per connection before it stops reading from it (edge guidance).
         "per_connection_buffer_limit_bytes": 32768,
+        # A connection must send its first bytes within 10 s of accept, or it is closed
+        # (listener.<address>.downstream_pre_cx_timeout counts them): sockets that never
+        # send a byte held Envoy's whole connection budget (10,050 of them reset every new
+        # client) until the idle timeout reclaimed them a minute later. The inspector only
+        # peeks at those bytes (HTTP/1.1 or the HTTP/2 preface); the codec still sniffs.
+        "listener_filters": [
+            {
+                "name": "envoy.filters.listener.http_inspector",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener"
+                    ".http_inspector.v3.HttpInspector"
+                },
+            }
+        ],
+        "listener_filters_timeout": FIRST_BYTES_TIMEOUT,
         "filter_chains": [
             {
                 "filters": [
@@ -510,11 +527,11 @@ def _http_connection_manager(topology: Topology, *, rate_limits: bool) -> dict[s
         # Clients can quote the id of their request when they report a problem.
         "always_set_request_id_in_response": True,
         # Limits on what one client can hold open (Envoy's edge-proxy guidance, tighter
-        # where Cinema's calls allow it). Headers must arrive within 10 s of their first
+        # where Cinema's calls allow it). A connection's first bytes must arrive within
+        # 10 s of accept (the listener filter above), headers within 10 s of their first
         # byte; a whole request (body included: the trickled body) within 60 s, which is
         # also how long a reflection stream through the front door may stay open; a
-        # connection with no request in flight closes after 60 s, counted from accept, so
-        # sockets that never send a byte are reclaimed too.
+        # connection with no request in flight closes after 60 s.
         "request_headers_timeout": "10s",
         "request_timeout": DOWNSTREAM_REQUEST_TIMEOUT,
         "stream_idle_timeout": DOWNSTREAM_REQUEST_TIMEOUT,

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 
@@ -28,6 +29,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_json_api import reason, violations
 
 FLOOD_CLIENTS = 40
+SILENT_SOCKETS = 200
 
 
 def test_a_json_batch_get_of_a_thousand_ids_is_answered(
@@ -83,6 +85,50 @@ def test_a_trickled_body_does_not_hold_a_worker(system: RunningSystem) -> None:
         for _ in range(20):
             assert system.request("GET", "/api/v1/movies?pageSize=1").status == 200
         assert time.monotonic() - started < 5
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the other end has closed ``sock`` (without waiting for it to)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _pre_connection_timeouts(system: RunningSystem) -> int:
+    """Envoy's count of connections closed for sending nothing in time."""
+    url = f"http://127.0.0.1:{system.admin_port}/stats?format=json&filter=downstream_pre_cx_timeout"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        stats = json.load(reply)["stats"]
+    return sum(int(stat.get("value", 0)) for stat in stats)
+
+
+def test_connections_that_never_send_a_byte_are_closed(system: RunningSystem) -> None:
+    # Idle sockets used to hold Envoy's connection budget until the idle timeout (a minute):
+    # 10,050 of them reset every new client. Now one that sends nothing within the
+    # first-bytes timeout is closed, and clients are served meanwhile.
+    timeout = float(envoy_config.FIRST_BYTES_TIMEOUT.removesuffix("s"))
+    before = _pre_connection_timeouts(system)
+    host, port = system.address.split(":")
+    silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(SILENT_SOCKETS)]
+    try:
+        opened = time.monotonic()
+        assert system.request("GET", "/api/v1/movies?pageSize=1").status == 200
+        while time.monotonic() - opened < timeout + 5:
+            if all(_closed_by_peer(sock) for sock in silent):
+                break
+            time.sleep(0.2)
+        waited = time.monotonic() - opened
+        assert all(_closed_by_peer(sock) for sock in silent), "silent sockets still open"
+        assert timeout - 1 <= waited <= timeout + 5
+        assert _pre_connection_timeouts(system) - before >= SILENT_SOCKETS
+        assert system.request("GET", "/api/v1/movies?pageSize=1").status == 200
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 @pytest.fixture(scope="module")
