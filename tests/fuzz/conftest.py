@@ -32,7 +32,7 @@ from cinema.v1 import (
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.fuzz.messages import Seeds
-from tests.support.servers import RunningService, service_settings, start_service
+from tests.support.servers import RunningService, start_shop
 from tests.support.tokens import SigningKeys
 
 Metadata = tuple[tuple[str, str], ...]
@@ -196,35 +196,23 @@ def fleet(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Fleet]:
     log = ServerLog()
     services_logger = logging.getLogger("services")
     services_logger.addHandler(log)
-    env = keys.env()
-    started: list[RunningService] = []
     try:
-        cast = start_service("cast", service_settings("cast", databases("cast"), env))
-        started.append(cast)
-        movie_env = {**env, "CAST_SERVICE_ADDR": cast.address}
-        movie = start_service("movie", service_settings("movie", databases("movie"), movie_env))
-        started.append(movie)
-        user_env = {**env, "CINEMA_ADMIN_EMAIL": ADMIN_EMAIL, "CINEMA_ADMIN_PASSWORD": PASSWORD}
-        user = start_service("user", service_settings("user", databases("user"), user_env))
-        started.append(user)
-        order_env = {**env, "MOVIE_SERVICE_ADDR": movie.address, "USER_SERVICE_ADDR": user.address}
-        order = start_service("order", service_settings("order", databases("order"), order_env))
-        started.append(order)
-        services = {s.server.spec.full_name: s for s in started}
-        seeds, admin, buyer = _seed(keys, services)
-        callers = (
-            Caller("admin", admin),
-            Caller("buyer", buyer),
-            Caller("anonymous", ()),
-            # Signed by the right key, for a subject no user service knows.
-            Caller("stranger-admin", keys.metadata("no-such-user", Role.ADMIN)),
-            Caller("garbage-token", (("authorization", "Bearer not.a.jwt"),)),
-            Caller("wrong-scheme", (("authorization", "Basic YWRtaW46YWRtaW4="),)),
-        )
-        fleet = Fleet(services, callers, seeds, log)
-        yield fleet
-        fleet.close()
+        with start_shop(
+            keys.env(), databases, admin_email=ADMIN_EMAIL, admin_password=PASSWORD
+        ) as shop:
+            services = {s.server.spec.full_name: s for s in shop.started}
+            seeds, admin, buyer = _seed(keys, services)
+            callers = (
+                Caller("admin", admin),
+                Caller("buyer", buyer),
+                Caller("anonymous", ()),
+                # Signed by the right key, for a subject no user service knows.
+                Caller("stranger-admin", keys.metadata("no-such-user", Role.ADMIN)),
+                Caller("garbage-token", (("authorization", "Bearer not.a.jwt"),)),
+                Caller("wrong-scheme", (("authorization", "Basic YWRtaW46YWRtaW4="),)),
+            )
+            fleet = Fleet(services, callers, seeds, log)
+            yield fleet
+            fleet.close()
     finally:
-        for running in reversed(started):
-            running.stop()
         services_logger.removeHandler(log)

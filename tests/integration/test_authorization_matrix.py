@@ -53,7 +53,7 @@ from services.common.auth import TokenIssuer, TokenVerifier
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.errors import call_error
-from tests.support.servers import RunningService, service_settings, start_service
+from tests.support.servers import start_shop
 from tests.support.tokens import SigningKeys
 
 Metadata = tuple[tuple[str, str], ...]
@@ -414,21 +414,8 @@ MATRIX = [
 @pytest.fixture(scope="module")
 def world(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[World]:
     env = keys.env()
-    started: list[RunningService] = []
-    try:
-        cast = start_service("cast", service_settings("cast", databases("cast"), env))
-        started.append(cast)
-        movie_env = {**env, "CAST_SERVICE_ADDR": cast.address}
-        movie = start_service("movie", service_settings("movie", databases("movie"), movie_env))
-        started.append(movie)
-        user_env = {**env, "CINEMA_ADMIN_EMAIL": ADMIN_EMAIL, "CINEMA_ADMIN_PASSWORD": PASSWORD}
-        user = start_service("user", service_settings("user", databases("user"), user_env))
-        started.append(user)
-        order_env = {**env, "MOVIE_SERVICE_ADDR": movie.address, "USER_SERVICE_ADDR": user.address}
-        order = start_service("order", service_settings("order", databases("order"), order_env))
-        started.append(order)
-
-        users = user_pb2_grpc.UserServiceStub(user.channel())
+    with start_shop(env, databases, admin_email=ADMIN_EMAIL, admin_password=PASSWORD) as shop:
+        users = user_pb2_grpc.UserServiceStub(shop.user.channel())
         admin_token = users.Login(
             user_pb2.LoginRequest(email=ADMIN_EMAIL, password=PASSWORD)
         ).access_token
@@ -437,9 +424,9 @@ def world(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[World]:
         partial = World(
             keys=keys,
             users=users,
-            movies=movie_pb2_grpc.MovieServiceStub(movie.channel()),
-            casts=cast_pb2_grpc.CastServiceStub(cast.channel()),
-            orders=order_pb2_grpc.OrderServiceStub(order.channel()),
+            movies=movie_pb2_grpc.MovieServiceStub(shop.movie.channel()),
+            casts=cast_pb2_grpc.CastServiceStub(shop.cast.channel()),
+            orders=order_pb2_grpc.OrderServiceStub(shop.order.channel()),
             admin=admin,
             owner=admin,
             other=admin,
@@ -453,9 +440,6 @@ def world(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[World]:
         partial.movie_id = partial.new_movie()
         partial.order_id = partial.new_order(partial.owner)
         yield partial
-    finally:
-        for service in reversed(started):
-            service.stop()
 
 
 CASES = [

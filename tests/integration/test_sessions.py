@@ -30,7 +30,7 @@ from cinema.v1 import (
 )
 from tests.conftest import DatabaseFactory
 from tests.support.errors import call_error
-from tests.support.servers import RunningService, service_settings, start_service
+from tests.support.servers import RunningService, service_settings, start_service, start_shop
 from tests.support.tokens import SigningKeys
 
 ADMIN_EMAIL = "sessions-admin@cinema.test"
@@ -82,31 +82,16 @@ class Services:
 @pytest.fixture(scope="module")
 def services(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Services]:
     env = keys.env()
-    started: list[RunningService] = []
-    try:
-        cast = start_service("cast", service_settings("cast", databases("cast"), env))
-        started.append(cast)
-        movie_env = {**env, "CAST_SERVICE_ADDR": cast.address}
-        movie = start_service("movie", service_settings("movie", databases("movie"), movie_env))
-        started.append(movie)
-        user_env = {**env, "CINEMA_ADMIN_EMAIL": ADMIN_EMAIL, "CINEMA_ADMIN_PASSWORD": PASSWORD}
-        user = start_service("user", service_settings("user", databases("user"), user_env))
-        started.append(user)
-        order_env = {**env, "MOVIE_SERVICE_ADDR": movie.address, "USER_SERVICE_ADDR": user.address}
-        order = start_service("order", service_settings("order", databases("order"), order_env))
-        started.append(order)
+    with start_shop(env, databases, admin_email=ADMIN_EMAIL, admin_password=PASSWORD) as shop:
         yield Services(
             env=env,
             databases=databases,
-            started=started,
-            users=user_pb2_grpc.UserServiceStub(user.channel()),
-            casts=cast_pb2_grpc.CastServiceStub(cast.channel()),
-            movies=movie_pb2_grpc.MovieServiceStub(movie.channel()),
-            orders=order_pb2_grpc.OrderServiceStub(order.channel()),
+            started=shop.started,
+            users=user_pb2_grpc.UserServiceStub(shop.user.channel()),
+            casts=cast_pb2_grpc.CastServiceStub(shop.cast.channel()),
+            movies=movie_pb2_grpc.MovieServiceStub(shop.movie.channel()),
+            orders=order_pb2_grpc.OrderServiceStub(shop.order.channel()),
         )
-    finally:
-        for service in reversed(started):
-            service.stop()
 
 
 def refused(call: Callable[[], Any]) -> str | None:

@@ -3,9 +3,10 @@ ephemeral port. Tests talk to them with the generated sync stubs."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -63,6 +64,57 @@ def start_service(
     running = RunningService(service, server.port, server)
     wait_serving(running.address, spec.full_name)
     return running
+
+
+@dataclass(frozen=True)
+class Shop:
+    """The four services, each on its own database, wired to each other's addresses."""
+
+    cast: RunningService
+    movie: RunningService
+    user: RunningService
+    order: RunningService
+
+    @property
+    def started(self) -> list[RunningService]:
+        """In the order they start: each one's peers come before it."""
+        return [self.cast, self.movie, self.user, self.order]
+
+
+@contextlib.contextmanager
+def start_shop(
+    env: Mapping[str, str],
+    databases: Callable[[str], str],
+    *,
+    admin_email: str,
+    admin_password: str,
+) -> Iterator[Shop]:
+    """Start cast, movie, user and order (peers first), stop them on the way out.
+
+    ``env`` is every service's environment (the signing keys); ``databases`` gives each
+    service its database URL; the user service creates the first admin from
+    ``admin_email`` and ``admin_password``.
+    """
+    started: list[RunningService] = []
+
+    def start(service: str, extra: Mapping[str, str]) -> RunningService:
+        settings = service_settings(service, databases(service), {**env, **extra})
+        started.append(start_service(service, settings))
+        return started[-1]
+
+    try:
+        cast = start("cast", {})
+        movie = start("movie", {"CAST_SERVICE_ADDR": cast.address})
+        user = start(
+            "user", {"CINEMA_ADMIN_EMAIL": admin_email, "CINEMA_ADMIN_PASSWORD": admin_password}
+        )
+        order = start(
+            "order", {"MOVIE_SERVICE_ADDR": movie.address, "USER_SERVICE_ADDR": user.address}
+        )
+        yield Shop(cast, movie, user, order)
+    finally:
+        for service in reversed(started):
+            service.stop()
 
 
 def wait_serving(address: str, service_name: str = "", timeout: float = 30.0) -> None:
