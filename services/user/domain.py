@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from enum import Enum
 
 from services.common.context import Role
 from services.common.errors import AlreadyExists, Violations
@@ -64,6 +65,18 @@ class Session:
 
     def live(self, now: dt.datetime) -> bool:
         return self.revoke_time is None and now < self.expire_time
+
+
+class RefreshUse(Enum):
+    """What exchanging a refresh token found (OAuth 2.0 Security BCP, token rotation)."""
+
+    #: Never exchanged before: it is spent now.
+    FIRST = "first"
+    #: Exchanged before by this same call: the gateway repeating a call whose answer was
+    #: lost (a replica died after its commit). Its answer is given again, with new tokens.
+    REPEAT = "repeat"
+    #: Exchanged before by another call: one of two holders is not the owner.
+    REUSED = "reused"
 
 
 #: Failed logins for one email before the next attempt must wait.

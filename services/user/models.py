@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.context import CALL_ID_MAX
 from services.common.events import tables as event_tables
 from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
@@ -98,7 +99,9 @@ class SessionRow(Base):
 class RefreshTokenRow(Base):
     """Every refresh token a session was given, by the SHA-256 of the token (the token is
     256 random bits: a fast hash is safe, and only the hash is stored). ``use_time`` is
-    set when it is exchanged; a second exchange finds it set and ends the session."""
+    set when it is exchanged; a second exchange finds it set and ends the session, unless
+    it is a repeat of the same call: ``use_call`` is the gateway's id of the call that
+    exchanged it, and ``parent_hash`` names the token a token replaced."""
 
     __tablename__ = "refresh_tokens"
 
@@ -106,6 +109,8 @@ class RefreshTokenRow(Base):
     session_id: Mapped[str] = mapped_column(String(32), index=True)
     issue_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     use_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    use_call: Mapped[str | None] = mapped_column(String(CALL_ID_MAX))
+    parent_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class LoginFailureRow(Base):

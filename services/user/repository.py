@@ -23,7 +23,15 @@ from services.common.context import Role
 from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
 from services.common.ids import new_id
-from services.user.domain import EmailTaken, OwnedMovie, PaidMovie, Session, User, email_key
+from services.user.domain import (
+    EmailTaken,
+    OwnedMovie,
+    PaidMovie,
+    RefreshUse,
+    Session,
+    User,
+    email_key,
+)
 from services.user.models import (
     EMAIL_KEY_CONSTRAINT,
     REQUEST_KEY_INDEX,
@@ -124,10 +132,23 @@ class SessionRepository(Protocol):
         """Record a refresh of the session."""
         ...
 
-    def add_refresh_token(self, token_hash: str, session_id: str, now: dt.datetime) -> None: ...
-    def use_refresh_token(self, token_hash: str, now: dt.datetime) -> tuple[str, bool] | None:
-        """Mark the token used: its session id and whether it had been used before (None
-        when no such token was ever issued). Locks the token's row."""
+    def add_refresh_token(
+        self, token_hash: str, session_id: str, now: dt.datetime, parent_hash: str | None = None
+    ) -> None:
+        """Issue a token; ``parent_hash`` is the token it is given in exchange for."""
+        ...
+
+    def use_refresh_token(
+        self, token_hash: str, now: dt.datetime, call_id: str | None
+    ) -> tuple[str, RefreshUse] | None:
+        """Mark the token used by the call ``call_id`` (the gateway's id, None without
+        one): its session id and what the exchange found (None when no such token was ever
+        issued). Locks the token's row."""
+        ...
+
+    def retire_unused_child(self, parent_hash: str, now: dt.datetime) -> bool:
+        """Spend the token issued in exchange for ``parent_hash``, when it was never used;
+        False when it was (its holder got it, so the exchange's answer was not lost)."""
         ...
 
 
@@ -434,28 +455,55 @@ class SqlAlchemySessionRepository:
             update(_sessions).where(_sessions.c.id == session_id).values(refresh_time=now)
         )
 
-    def add_refresh_token(self, token_hash: str, session_id: str, now: dt.datetime) -> None:
+    def add_refresh_token(
+        self, token_hash: str, session_id: str, now: dt.datetime, parent_hash: str | None = None
+    ) -> None:
         self._connection.execute(
             insert(_refresh_tokens),
-            {"token_hash": token_hash, "session_id": session_id, "issue_time": now},
+            {
+                "token_hash": token_hash,
+                "session_id": session_id,
+                "issue_time": now,
+                "parent_hash": parent_hash,
+            },
         )
 
-    def use_refresh_token(self, token_hash: str, now: dt.datetime) -> tuple[str, bool] | None:
+    def use_refresh_token(
+        self, token_hash: str, now: dt.datetime, call_id: str | None
+    ) -> tuple[str, RefreshUse] | None:
         row = self._connection.execute(
-            select(_refresh_tokens.c.session_id, _refresh_tokens.c.use_time)
+            select(
+                _refresh_tokens.c.session_id,
+                _refresh_tokens.c.use_time,
+                _refresh_tokens.c.use_call,
+            )
             .where(_refresh_tokens.c.token_hash == token_hash)
             .with_for_update()
         ).first()
         if row is None:
             return None
-        session_id, used = row
+        session_id, used, use_call = row
         if used is None:
             self._connection.execute(
                 update(_refresh_tokens)
                 .where(_refresh_tokens.c.token_hash == token_hash)
-                .values(use_time=now)
+                .values(use_time=now, use_call=call_id)
             )
-        return str(session_id), used is not None
+            return str(session_id), RefreshUse.FIRST
+        if call_id is not None and use_call == call_id:
+            return str(session_id), RefreshUse.REPEAT
+        return str(session_id), RefreshUse.REUSED
+
+    def retire_unused_child(self, parent_hash: str, now: dt.datetime) -> bool:
+        result = self._connection.execute(
+            update(_refresh_tokens)
+            .where(
+                _refresh_tokens.c.parent_hash == parent_hash,
+                _refresh_tokens.c.use_time.is_(None),
+            )
+            .values(use_time=now)
+        )
+        return bool(result.rowcount)
 
 
 class SqlAlchemyLoginFailureRepository:

@@ -70,6 +70,7 @@ from services.user.domain import (
     EmailTaken,
     OwnedMovie,
     PaidMovie,
+    RefreshUse,
     Session,
     User,
     UserFields,
@@ -444,12 +445,19 @@ class UserService:
             uow.login_failures.record(key, (failed[0] if failed and recent else 0) + 1, now)
             uow.commit()
 
-    def refresh_token(self, refresh_token: str) -> AccessGrant:
+    def refresh_token(
+        self, refresh_token: str, context: RequestContext | None = None
+    ) -> AccessGrant:
         """New tokens of the session ``refresh_token`` belongs to; the token is spent.
 
         A token spent before ends its session (OAuth 2.0 Security BCP, refresh token
         rotation): one of the two holders is not the owner, and the server cannot tell
         which. The session ends in its own committed transaction, then the call fails.
+
+        Except for a repeat of the call that spent it (the same gateway call id: Envoy
+        retrying a call whose replica died after its commit, so the caller never saw the
+        new tokens) while the token that call issued is still unused: that token is
+        retired and the repeat answers new ones. So Envoy may repeat RefreshToken.
         """
         violations = Violations()
         if not refresh_token:
@@ -459,22 +467,26 @@ class UserService:
         violations.raise_if_any()
         now = self._clock().replace(microsecond=0)
         reused = False
+        spent_hash = _hash_token(refresh_token)
+        call_id = context.call_id if context is not None else None
         with self._uow() as uow:
-            found = uow.sessions.use_refresh_token(_hash_token(refresh_token), now)
+            found = uow.sessions.use_refresh_token(spent_hash, now, call_id)
             if found is None:
                 raise _invalid_refresh_token()
-            session_id, spent = found
+            session_id, use = found
             session = uow.sessions.get(session_id, for_update=True)
             if session is None or not session.live(now):
                 raise _invalid_refresh_token()
             user = uow.users.get(session.user_id)
-            if spent or user is None:
-                reused = spent
+            if use is RefreshUse.REPEAT and not uow.sessions.retire_unused_child(spent_hash, now):
+                use = RefreshUse.REUSED
+            if use is RefreshUse.REUSED or user is None:
+                reused = use is RefreshUse.REUSED
                 self._end_session(uow, session, SessionRevoked.REASON_REFRESH_TOKEN_REUSED)
                 uow.commit()
             else:
                 renewed = secrets.token_urlsafe(32)
-                uow.sessions.add_refresh_token(_hash_token(renewed), session.id, now)
+                uow.sessions.add_refresh_token(_hash_token(renewed), session.id, now, spent_hash)
                 uow.sessions.touch(session.id, now)
                 uow.commit()
         if reused:

@@ -121,7 +121,9 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def RefreshToken(
         self, request: user_pb2.RefreshTokenRequest, context: grpc.ServicerContext
     ) -> user_pb2.LoginResponse:
-        return _grant_to_proto(self._service.refresh_token(request.refresh_token))
+        return _grant_to_proto(
+            self._service.refresh_token(request.refresh_token, current_request())
+        )
 
     def Logout(
         self, request: user_pb2.LogoutRequest, context: grpc.ServicerContext

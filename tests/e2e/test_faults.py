@@ -7,6 +7,10 @@
 * A movie replica hangs (SIGSTOP) for a few seconds under reads: Envoy's per-try timeout
   and health checks must move the traffic to the other replica.
 
+RefreshToken is in the load too (each worker refreshes its own session in turn): Envoy
+repeats it, and the user service answers a repeat of the call that spent a token with new
+tokens rather than ending the session as a reuse.
+
 UpdateX, DeleteX and CancelOrder are left out of the load on purpose: Envoy repeats them
 only when the request provably never reached a replica (gateway/envoy_config.py, UNSENT_ONLY),
 so a replica killed while it serves one answers UNAVAILABLE to the client by design.
@@ -78,6 +82,7 @@ class Shop:
     admin: Metadata
     buyer: Metadata
     buyer_id: str
+    buyer_email: str
     cast_id: str
     movie_id: str
 
@@ -120,7 +125,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
                 .id
             )
         buyer = bearer(system.login(email, USER_PASSWORD))
-        yield Shop(system, admin, buyer, buyer_id, cast_id, movie_id)
+        yield Shop(system, admin, buyer, buyer_id, email, cast_id, movie_id)
     finally:
         if system.process.poll() is None:
             survivors = stop_system(system)
@@ -288,6 +293,17 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
         casts = cast_pb2_grpc.CastServiceStub(channel)
         users = user_pb2_grpc.UserServiceStub(channel)
         orders = order_pb2_grpc.OrderServiceStub(channel)
+        # Each worker's own session, refreshed in turn: a refresh token is good for one
+        # exchange, so a RefreshToken lost to a kill and not repeated by Envoy would fail,
+        # and repeated by the client would end the session as a reuse. (Logged in one by
+        # one: password checks at once are refused, not queued.)
+        sessions = [
+            users.Login(
+                user_pb2.LoginRequest(email=shop.buyer_email, password=USER_PASSWORD),
+                timeout=CALL_TIMEOUT,
+            ).refresh_token
+            for _ in range(WORKERS)
+        ]
 
         def worker(index: int, stop_at: float) -> Tally:
             tally, mine = Tally(), created[index]
@@ -337,6 +353,14 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                 if paid is not None:
                     mine.paid.append(paid.id)
 
+            def refresh() -> None:
+                request = user_pb2.RefreshTokenRequest(refresh_token=sessions[index])
+                grant = tally.call(
+                    "RefreshToken", lambda: users.RefreshToken(request, timeout=CALL_TIMEOUT)
+                )
+                if grant is not None:
+                    sessions[index] = grant.refresh_token
+
             calls: list[Callable[[], object]] = [
                 lambda: tally.call("GetMovie", lambda: movies.GetMovie(
                     movie_pb2.GetMovieRequest(id=shop.movie_id, view=movie_pb2.MOVIE_VIEW_FULL),
@@ -351,6 +375,7 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                 create_movie,
                 create_cast,
                 buy,
+                refresh,
             ]  # fmt: skip
             for turn in itertools.count(index):
                 if time.monotonic() >= stop_at:

@@ -28,6 +28,7 @@ from cinema.v1 import (
     user_pb2,
     user_pb2_grpc,
 )
+from services.common.context import CALL_ID_METADATA
 from tests.conftest import DatabaseFactory
 from tests.support.errors import call_error
 from tests.support.servers import RunningService, service_settings, start_service, start_shop
@@ -162,6 +163,54 @@ def test_a_refresh_token_rotates_and_a_reused_one_ends_the_session(services: Ser
     assert call_error(after.value).reason == "REFRESH_TOKEN_INVALID"
     refused_everywhere_within(services.calls(second.access_token, user_id), 2.0)
     refused_everywhere_within(services.calls(first.access_token, user_id), 2.0)
+
+
+def _refresh(services: Services, token: str, call_id: str | None = None) -> user_pb2.LoginResponse:
+    metadata = ((CALL_ID_METADATA, call_id),) if call_id else ()
+    return services.users.RefreshToken(
+        user_pb2.RefreshTokenRequest(refresh_token=token), metadata=metadata
+    )
+
+
+def test_a_repeat_of_the_call_that_spent_a_token_answers_new_tokens(services: Services) -> None:
+    # Envoy repeats a RefreshToken whose replica died after its commit, with the same call
+    # id: the caller never saw the first answer, so it is no reuse.
+    user_id, email = services.register()
+    login = services.login(email)
+    call_id = f"refresh-{uuid.uuid4().hex}"
+    lost = _refresh(services, login.refresh_token, call_id)
+    repeat = _refresh(services, login.refresh_token, call_id)
+    assert repeat.session_id == login.session_id
+    assert repeat.refresh_token not in (lost.refresh_token, login.refresh_token)
+    for call in services.calls(repeat.access_token, user_id).values():
+        call()
+    # The repeat's tokens carry the session on; the lost answer's refresh token is retired,
+    # and whoever presents it is treated as a thief.
+    third = _refresh(services, repeat.refresh_token)
+    with pytest.raises(grpc.RpcError) as retired:
+        _refresh(services, lost.refresh_token)
+    assert call_error(retired.value).reason == "REFRESH_TOKEN_REUSED"
+    refused_everywhere_within(services.calls(third.access_token, user_id), 2.0)
+
+
+def test_a_spent_token_is_a_reuse_for_another_call_or_once_its_answer_was_used(
+    services: Services,
+) -> None:
+    _, email = services.register()
+    # Another call id: two holders of one token.
+    login = services.login(email)
+    _refresh(services, login.refresh_token, "call-a")
+    with pytest.raises(grpc.RpcError) as other_call:
+        _refresh(services, login.refresh_token, "call-b")
+    assert call_error(other_call.value).reason == "REFRESH_TOKEN_REUSED"
+    # The same call id, but the first answer reached its holder (it used the new token):
+    # the answer was not lost, so this is a copy.
+    login = services.login(email)
+    answer = _refresh(services, login.refresh_token, "call-c")
+    _refresh(services, answer.refresh_token)
+    with pytest.raises(grpc.RpcError) as used_answer:
+        _refresh(services, login.refresh_token, "call-c")
+    assert call_error(used_answer.value).reason == "REFRESH_TOKEN_REUSED"
 
 
 def test_a_password_change_ends_the_other_sessions_not_the_current(services: Services) -> None:

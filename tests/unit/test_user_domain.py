@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import pytest
 
@@ -25,6 +25,7 @@ from services.common.settings import Argon2Parameters
 from services.user.domain import (
     EmailTaken,
     OwnedMovie,
+    RefreshUse,
     Session,
     User,
     UserFields,
@@ -208,7 +209,8 @@ class MemorySessions:
 
     def __init__(self) -> None:
         self.rows: dict[str, Session] = {}
-        self.tokens: dict[str, tuple[str, bool]] = {}
+        #: hash -> [session id, used, the call that used it, the token it replaced]
+        self.tokens: dict[str, list[Any]] = {}
 
     def add(self, session: Session) -> None:
         self.rows[session.id] = session
@@ -234,14 +236,31 @@ class MemorySessions:
     def touch(self, session_id: str, now: dt.datetime) -> None:
         pass
 
-    def add_refresh_token(self, token_hash: str, session_id: str, now: dt.datetime) -> None:
-        self.tokens[token_hash] = (session_id, False)
+    def add_refresh_token(
+        self, token_hash: str, session_id: str, now: dt.datetime, parent_hash: str | None = None
+    ) -> None:
+        self.tokens[token_hash] = [session_id, False, None, parent_hash]
 
-    def use_refresh_token(self, token_hash: str, now: dt.datetime) -> tuple[str, bool] | None:
+    def use_refresh_token(
+        self, token_hash: str, now: dt.datetime, call_id: str | None
+    ) -> tuple[str, RefreshUse] | None:
         found = self.tokens.get(token_hash)
-        if found is not None:
-            self.tokens[token_hash] = (found[0], True)
-        return found
+        if found is None:
+            return None
+        session_id, used, use_call, _ = found
+        if not used:
+            found[1:3] = [True, call_id]
+            return session_id, RefreshUse.FIRST
+        if call_id is not None and use_call == call_id:
+            return session_id, RefreshUse.REPEAT
+        return session_id, RefreshUse.REUSED
+
+    def retire_unused_child(self, parent_hash: str, now: dt.datetime) -> bool:
+        for token in self.tokens.values():
+            if token[3] == parent_hash and not token[1]:
+                token[1] = True
+                return True
+        return False
 
 
 class MemoryLoginFailures:
