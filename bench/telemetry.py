@@ -8,7 +8,7 @@ and the figure is the median of the per-pair ratios, so the machine's drift (rou
 
 * ``bare``: no /metrics, no tracing (``CINEMA_METRICS_ADDR=off``);
 * ``metrics``: the default, RED metrics per RPC (services/common/metrics.py);
-* ``metrics + traces 1 %`` and ``100 %``: OpenTelemetry's SDK exporting over OTLP to a
+* ``metrics + traces 0 %``, ``1 %`` and ``100 %``: OpenTelemetry's SDK exporting over OTLP to a
   loopback sink that accepts and drops every batch (parent-based ratio sampling, the
   ``OTEL_*`` variables a deployment sets).
 
@@ -43,6 +43,8 @@ from services.common.auth import ensure_keypair
 VARIANTS: dict[str, dict[str, str]] = {
     "bare": {"CINEMA_METRICS_ADDR": "off"},
     "metrics": {},
+    # Tracing on, nothing sampled: what every call pays whether or not it is recorded.
+    "metrics + traces 0 %": {"OTEL_TRACES_SAMPLER_ARG": "0"},
     "metrics + traces 1 %": {"OTEL_TRACES_SAMPLER_ARG": "0.01"},
     "metrics + traces 100 %": {"OTEL_TRACES_SAMPLER_ARG": "1.0"},
 }
