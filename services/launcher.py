@@ -36,6 +36,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -426,6 +427,7 @@ class System:
         self.stopping = threading.Event()
         self._lock_file: IO[str] | None = None
         self._log_handler: logging.Handler | None = None
+        self._reserved: list[socket.socket] = []
 
     # -- start ------------------------------------------------------------------------
 
@@ -456,6 +458,40 @@ class System:
         logger.addHandler(self._log_handler)
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
+
+    def _reserve_ports(self) -> None:
+        """Hold Envoy's public and admin ports from the start until Envoy binds them.
+
+        The children bind port 0, and the kernel may hand one of them a port named by
+        ``--port`` or ``--admin-port`` while it is still free (a test that picked a free port
+        for each met that: Envoy could not bind its admin port, taken by a replica). A socket
+        listening on each port keeps the kernel from choosing it, and a port already taken
+        is one line now, before anything has started.
+        """
+        wanted = [
+            ("--port", self.options.listen_address, self.options.port),
+            ("--admin-port", "127.0.0.1", self.options.admin_port),
+        ]
+        for flag, address, port in wanted:
+            reservation = socket.socket(
+                socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM
+            )
+            try:
+                reservation.bind((address, port))
+                reservation.listen(1)
+            except OSError as error:
+                reservation.close()
+                self._release_ports()
+                raise LaunchError(
+                    f"{flag} {port}: cannot listen on {address}:{port} ({error.strerror}); "
+                    f"choose another {flag}; see {self.log_path}"
+                ) from None
+            self._reserved.append(reservation)
+
+    def _release_ports(self) -> None:
+        for reservation in self._reserved:
+            reservation.close()
+        self._reserved.clear()
 
     def _close_log(self) -> None:
         if self._log_handler is not None:
@@ -556,6 +592,7 @@ class System:
         from gateway import envoy_config
 
         self._lock_data_dir()
+        self._reserve_ports()
         keys = self.data_dir / "keys"
         keyring.ensure_ring(keys)
         cinema = str(pathlib.Path(sys.executable).parent / "cinema")
@@ -647,6 +684,7 @@ class System:
             log_path=self.logs / "envoy.log",
         )
         self.children.append(envoy)
+        self._release_ports()  # the children are bound: nothing of ours binds port 0 now
         envoy.start()
         self._write_scrape_targets(scrape)
         self._wait_healthy()
@@ -783,6 +821,7 @@ class System:
         """SIGTERM to everything (gateway first, so no new calls arrive), then SIGKILL to
         whatever still runs ``sigkill_delay`` later."""
         self.stopping.set()
+        self._release_ports()
         # The trace store last: the services send their last spans as they stop.
         order = [c for c in reversed(self.children) if not c.stop_last]
         order += [c for c in reversed(self.children) if c.stop_last]

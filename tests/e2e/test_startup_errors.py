@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -121,3 +122,15 @@ def test_a_too_short_admin_password_is_one_line(tmp_path: pathlib.Path) -> None:
     ), line
     log = (tmp_path / "logs" / "user-1.log").read_text()
     assert "Context impl" not in log and "setup plugin" not in log, "Alembic's INFO stays out"
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_up(tmp_path, {}, "--admin-port", str(port))
+    line = assert_one_line_failure(result, tmp_path.resolve() / "logs" / "launcher.log")
+    assert f"--admin-port {port}: cannot listen on 127.0.0.1:{port}" in line
+    assert "Address already in use" in line
+    assert "started" not in result.stdout, "the port is checked before any process starts"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import socket
 import sys
 
 import pytest
@@ -136,3 +137,25 @@ def test_a_child_that_fails_is_told_by_this_runs_lines_only(tmp_path: pathlib.Pa
     assert child.failure("exited") == (
         f"movie-1 exited: cinema: configuration error: CINEMA_X is wrong; see {log}"
     )
+
+
+def test_the_public_and_admin_ports_are_held_until_envoy_starts(tmp_path: pathlib.Path) -> None:
+    # The children bind port 0 while the launcher starts them: the kernel must not hand
+    # one of them the port Envoy is about to bind (a replica took the admin port once).
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    options = launcher.Options(port=ports[0], admin_port=ports[1], data_dir=tmp_path)
+    system = launcher.System(options, out=open(os.devnull, "w"))  # noqa: SIM115
+    system._reserve_ports()
+    try:
+        for port in ports:
+            with socket.socket() as child, pytest.raises(OSError, match="in use"):
+                child.bind(("127.0.0.1", port))
+    finally:
+        system._release_ports()
+    for port in ports:  # ... and free again for Envoy
+        with socket.socket() as envoy:
+            envoy.bind(("127.0.0.1", port))
