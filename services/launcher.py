@@ -476,6 +476,9 @@ class System:
             reservation = socket.socket(
                 socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM
             )
+            # As Envoy does: connections of a system that just stopped, still in TIME_WAIT,
+            # do not make the port busy. A listening socket still blocks every other bind.
+            reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 reservation.bind((address, port))
                 reservation.listen(1)

@@ -152,10 +152,31 @@ def test_the_public_and_admin_ports_are_held_until_envoy_starts(tmp_path: pathli
     system._reserve_ports()
     try:
         for port in ports:
-            with socket.socket() as child, pytest.raises(OSError, match="in use"):
-                child.bind(("127.0.0.1", port))
+            with socket.socket() as child:
+                # As gRPC binds: SO_REUSEADDR and SO_REUSEPORT do not get past the hold.
+                child.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                child.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                with pytest.raises(OSError, match="in use"):
+                    child.bind(("127.0.0.1", port))
     finally:
         system._release_ports()
     for port in ports:  # ... and free again for Envoy
         with socket.socket() as envoy:
             envoy.bind(("127.0.0.1", port))
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_system_can_be_held(tmp_path: pathlib.Path) -> None:
+    # The server side closes first (as Envoy does at stop): its end stays in TIME_WAIT.
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()
+    client.close()
+    options = launcher.Options(port=port, admin_port=0, data_dir=tmp_path)
+    system = launcher.System(options, out=open(os.devnull, "w"))  # noqa: SIM115
+    system._reserve_ports()  # no "Address already in use": Envoy could bind it too
+    system._release_ports()
