@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,16 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import tool
+from tests.support.processes import free_port, tool
 
 ADMIN_EMAIL = "root@cinema.test"
 ADMIN_PASSWORD = "correct horse battery staple"  # test-only; nothing ships a default
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.conftest import RunningSystem, free_port, start_system, stop_system
+from tests.e2e.conftest import RunningSystem, start_system, stop_system
+from tests.support.processes import free_port
 
 
 def _bindir() -> pathlib.Path:

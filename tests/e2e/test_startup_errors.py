@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.e2e.conftest import ADMIN_EMAIL, free_port, start_system
+from tests.e2e.conftest import ADMIN_EMAIL, start_system
 from tests.support.postgres import PostgresServer, require_server
-from tests.support.processes import tool
+from tests.support.processes import free_port, tool
 
 
 def run_up(

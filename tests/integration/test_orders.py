@@ -7,7 +7,6 @@ that the database, not process memory, keeps an order or a charge from happening
 from __future__ import annotations
 
 import concurrent.futures
-import socket
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from cinema.v1 import (
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.errors import CallError, call_error
+from tests.support.processes import free_port
 from tests.support.servers import RunningService, service_settings, start_service
 from tests.support.tokens import SigningKeys
 
@@ -201,12 +201,6 @@ def failure(call: Callable[[], object], code: grpc.StatusCode) -> CallError:
     error = call_error(caught.value)
     assert error.code == code, error
     return error
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the buyer's story -----------------------------------------------------------------

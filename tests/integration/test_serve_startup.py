@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 import subprocess
 import uuid
 from typing import Any
@@ -13,14 +12,8 @@ from typing import Any
 import pytest
 
 from tests.support.postgres import require_server
-from tests.support.processes import start_cinema_serve, tool
+from tests.support.processes import free_port, start_cinema_serve, tool
 from tests.support.tokens import SigningKeys
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serve_once(service: str, env: dict[str, str]) -> tuple[int, list[dict[str, Any]], str]:

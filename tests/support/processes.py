@@ -7,6 +7,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,14 @@ def tool(name: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{name} is not installed in {BIN}; run scripts/setup")
     return str(path)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (``cinema up`` holds the ports it is
+    given from its start, so its own children cannot take them)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 _LISTENING = re.compile(r"listening on port (\d+)(?:, metrics on port (\d+))?")

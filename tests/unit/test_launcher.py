@@ -3,6 +3,7 @@ line it shows when a process fails to start."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ from sqlalchemy import exc
 from services import launcher
 from services.common.server import describe_database_error
 from services.common.settings import Settings, SettingsError
+from tests.support.processes import free_port
 
 
 def record(level: str, message: str) -> str:
@@ -142,13 +144,9 @@ def test_a_child_that_fails_is_told_by_this_runs_lines_only(tmp_path: pathlib.Pa
 def test_the_public_and_admin_ports_are_held_until_envoy_starts(tmp_path: pathlib.Path) -> None:
     # The children bind port 0 while the launcher starts them: the kernel must not hand
     # one of them the port Envoy is about to bind (a replica took the admin port once).
-    ports = []
-    for _ in range(2):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
+    ports = [free_port(), free_port()]
     options = launcher.Options(port=ports[0], admin_port=ports[1], data_dir=tmp_path)
-    system = launcher.System(options, out=open(os.devnull, "w"))  # noqa: SIM115
+    system = launcher.System(options, out=io.StringIO())
     system._reserve_ports()
     try:
         for port in ports:
@@ -177,6 +175,6 @@ def test_a_port_left_in_time_wait_by_a_stopped_system_can_be_held(tmp_path: path
         accepted.close()
     client.close()
     options = launcher.Options(port=port, admin_port=0, data_dir=tmp_path)
-    system = launcher.System(options, out=open(os.devnull, "w"))  # noqa: SIM115
+    system = launcher.System(options, out=io.StringIO())
     system._reserve_ports()  # no "Address already in use": Envoy could bind it too
     system._release_ports()
