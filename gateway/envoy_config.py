@@ -388,6 +388,25 @@ REPEATABLE_WRITES: Mapping[str, RepeatableWrite] = MappingProxyType(
         "/cinema.v1.UserService/RefreshToken": RepeatableWrite(
             "a repeat of one call answers new tokens in place of the lost ones"
         ),
+        # The service records the call id of each of these in the transaction of its
+        # change (services/common/handled_calls.py); a repeat of the call finds it and
+        # answers what the call answers now instead of doing it again.
+        **{
+            f"/cinema.v1.{service}/{method}": RepeatableWrite(
+                "a repeat of one call is answered from the record of the first"
+            )
+            for service, method in (
+                ("MovieService", "UpdateMovie"),
+                ("MovieService", "DeleteMovie"),
+                ("CastService", "UpdateCast"),
+                ("CastService", "DeleteCast"),
+                ("UserService", "UpdateUser"),
+                ("UserService", "DeleteUser"),
+                ("UserService", "Logout"),
+                ("UserService", "RevokeSession"),
+                ("OrderService", "CancelOrder"),
+            )
+        },
     }
 )
 

@@ -14,7 +14,7 @@ from services.cast.models import EVENTS
 from services.cast.repository import SqlAlchemyCastUnitOfWork
 from services.cast.service import CastService
 from services.cast.servicer import CastServicer
-from services.common import migrations
+from services.common import handled_calls, migrations
 from services.common.db import EnginePools, make_engine, ping
 from services.common.events.bus import build_runtime
 from services.common.events.store import EventLog
@@ -29,7 +29,8 @@ def build(settings: Settings) -> ServiceSpec:
     migrations.upgrade(engine, "cast")
     sessions = EnginePools(engine)
     log = EventLog(EVENTS, enabled=settings.events_enabled)
-    service = CastService(functools.partial(SqlAlchemyCastUnitOfWork, sessions, events=log))
+    uow = functools.partial(SqlAlchemyCastUnitOfWork, sessions, events=log)
+    service = CastService(uow)
 
     def register(server: grpc.Server) -> None:
         cast_pb2_grpc.add_CastServiceServicer_to_server(CastServicer(service), server)
@@ -40,6 +41,7 @@ def build(settings: Settings) -> ServiceSpec:
         database_ping=functools.partial(ping, engine),
         close=sessions.close,
         events=build_runtime(settings, log, sessions),  # it publishes; it handles nothing
+        handled_call=handled_calls.handled_by(uow),
     )
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 from sqlalchemy import DateTime, Index, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common import handled_calls
 from services.common.events import tables as event_tables
 from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
@@ -38,3 +39,5 @@ class CastRow(Base):
 
 #: The outbox and inbox (services.common.events.tables), like every service's.
 EVENTS = event_tables.define(Base.metadata)
+#: The calls Envoy may repeat that this service carried out (services.common.handled_calls).
+HANDLED_CALLS = handled_calls.define(Base.metadata)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from cinema.v1 import events_pb2
 from services.cast.domain import BATCH_MAX, UPDATABLE_FIELDS, Cast, CastFields, check_fields
 from services.cast.repository import CastUnitOfWork
-from services.common import pagination
+from services.common import handled_calls, pagination
 from services.common.batch import check_batch_ids, in_request_order
 from services.common.clock import Clock, utc_now
 from services.common.context import RequestContext
@@ -77,35 +77,62 @@ class CastService:
         return pagination.keyset_page(page_size, page_token, {}, fetch)
 
     def update_cast(
-        self, cast_id: str, fields: CastFields, mask: Sequence[str], populated: Sequence[str]
+        self,
+        cast_id: str,
+        fields: CastFields,
+        mask: Sequence[str],
+        populated: Sequence[str],
+        context: RequestContext,
     ) -> Cast:
+        """Change the fields named by ``mask`` (or every populated one); a repeat of the
+        call (:mod:`services.common.handled_calls`) answers the cast member as it is now."""
         require_id(cast_id, "cast.id")
         paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
         violations = Violations()
         clean = check_fields(fields, "cast", violations, only=paths)
         violations.raise_if_any()
-        with self._uow() as uow:
-            current = uow.casts.get(cast_id)
-            if current is None:
-                raise NotFound("cast", cast_id)
-            updated = dataclasses.replace(
-                current,
-                name=clean.name if "name" in paths else current.name,
-                nationality=clean.nationality if "nationality" in paths else current.nationality,
-                update_time=self._clock(),
-            )
-            uow.casts.save(updated)
-            uow.commit()
-        return updated
+        values = {"name": clean.name, "nationality": clean.nationality}
+        call = handled_calls.call_of(
+            context, "UpdateCast", {"id": cast_id, **{p: values[p] for p in sorted(paths)}}
+        )
 
-    def delete_cast(self, cast_id: str) -> None:
+        def update() -> Cast:
+            with self._uow() as uow:
+                now = self._clock()
+                handled_calls.claim(uow, call, now)
+                current = uow.casts.get(cast_id)
+                if current is None:
+                    raise NotFound("cast", cast_id)
+                updated = dataclasses.replace(
+                    current,
+                    name=clean.name if "name" in paths else current.name,
+                    nationality=clean.nationality
+                    if "nationality" in paths
+                    else current.nationality,
+                    update_time=now,
+                )
+                uow.casts.save(updated)
+                uow.commit()
+            return updated
+
+        return handled_calls.once(call, self._uow, update, lambda: self.get_cast(cast_id))
+
+    def delete_cast(self, cast_id: str, context: RequestContext) -> None:
+        """Delete a cast member; a repeat of the call answers nothing, as the first one did."""
         require_id(cast_id, "id")
-        with self._uow() as uow:
-            if not uow.casts.delete(cast_id):
-                raise NotFound("cast", cast_id)
-            # The movies that name it drop it when the movie service handles this.
-            uow.outbox.add(events_pb2.CastDeleted(cast_id=cast_id), self._clock())
-            uow.commit()
+        call = handled_calls.call_of(context, "DeleteCast", {"id": cast_id})
+
+        def delete() -> None:
+            with self._uow() as uow:
+                now = self._clock()
+                handled_calls.claim(uow, call, now)
+                if not uow.casts.delete(cast_id):
+                    raise NotFound("cast", cast_id)
+                # The movies that name it drop it when the movie service handles this.
+                uow.outbox.add(events_pb2.CastDeleted(cast_id=cast_id), now)
+                uow.commit()
+
+        handled_calls.once(call, self._uow, delete, lambda: None)
 
     def batch_get_casts(self, cast_ids: Sequence[str]) -> list[Cast]:
         """The casts that exist among ``cast_ids``, in request order, each once."""

@@ -67,13 +67,14 @@ class CastServicer(cast_pb2_grpc.CastServiceServicer):
             _fields(request.cast),
             list(request.update_mask.paths),
             populated_fields(request.cast),
+            current_request(),
         )
         return cast_to_proto(cast)
 
     def DeleteCast(
         self, request: cast_pb2.DeleteCastRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        self._service.delete_cast(request.id)
+        self._service.delete_cast(request.id, current_request())
         return empty_pb2.Empty()
 
     def BatchGetCasts(

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from services.common import tracing
 from services.common.errors import Unavailable
 from services.common.events.store import EventLog, EventWriter, Inbox, Outbox, ReceiptWriter
+from services.common.handled_calls import HandledCalls
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +172,12 @@ class EnginePools:
 
 class UnitOfWork(Protocol):
     """What a use case sees of a transaction: enter, commit, leave (rolling back what was
-    not committed), and the events it stores (``outbox``) or applies (``inbox``). Each
-    service's protocol adds its repository."""
+    not committed), the events it stores (``outbox``) or applies (``inbox``), and the
+    calls it carried out (``calls``: :mod:`services.common.handled_calls`). Each service's
+    protocol adds its repository."""
 
+    @property
+    def calls(self) -> HandledCalls: ...
     @property
     def outbox(self) -> EventWriter: ...
     @property
@@ -215,6 +219,11 @@ class CoreUnitOfWork:
         self._read_only = read_only
         self._wait = pools.read_wait if read_only else pools.write_wait
         self._events = events
+
+    @property
+    def calls(self) -> HandledCalls:
+        """The calls this service carried out (built on first use: a read never pays for it)."""
+        return HandledCalls(self.connection)
 
     def _bind(self, connection: Connection) -> None:  # pragma: no cover - overridden
         """Create the repositories on ``connection``."""

@@ -165,10 +165,16 @@ def call_id(metadata: Any) -> str | None:
 class AuthorizationInterceptor(_WrappingInterceptor):
     """Checks every cinema.v1 RPC against the access rule its proto declares."""
 
-    def __init__(self, verifier: TokenVerifier, revocations: Revocations | None = None) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        revocations: Revocations | None = None,
+        handled_call: Callable[[str, str], bool] | None = None,
+    ) -> None:
         super().__init__()
         self._verifier = verifier
         self._revocations = revocations
+        self._handled_call = handled_call
 
     def authorize(self, method: str, metadata: Any, deadline: Deadline) -> RequestContext:
         """The request context of an allowed call; raises Unauthenticated/PermissionDenied."""
@@ -179,6 +185,7 @@ class AuthorizationInterceptor(_WrappingInterceptor):
             principal is not None
             and self._revocations is not None
             and self._revocations.is_revoked(principal.session_id)
+            and not self._is_handled(method, metadata)
         ):
             raise errors.Unauthenticated(
                 "this session has ended: log in again", reason="SESSION_REVOKED"
@@ -194,6 +201,16 @@ class AuthorizationInterceptor(_WrappingInterceptor):
             raise errors.PermissionDenied(f"{method} declares no access rule")
         return RequestContext(
             principal=principal, bearer_token=token, deadline=deadline, call_id=call_id(metadata)
+        )
+
+    def _is_handled(self, method: str, metadata: Any) -> bool:
+        """Whether this call is a repeat of one the service carried out: a token whose
+        session that call ended may fetch its answer (services/common/handled_calls.py)."""
+        repeated = call_id(metadata)
+        return (
+            repeated is not None
+            and self._handled_call is not None
+            and self._handled_call(method.rpartition("/")[2], repeated)
         )
 
     def intercept_service(

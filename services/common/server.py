@@ -61,6 +61,10 @@ class ServiceSpec:
     close: Callable[[], None] = field(default=lambda: None)
     #: The relay and consumer of its events (None when events are off).
     events: EventBus | None = None
+    #: ``handled(method, call_id)``: whether the service carried out that call
+    #: (services.common.handled_calls.handled_by), so a repeat of a call that ended the
+    #: caller's session may still be answered.
+    handled_call: Callable[[str, str], bool] | None = None
 
 
 class CinemaServer:
@@ -108,7 +112,9 @@ class CinemaServer:
                 *([MetricsInterceptor()] if metrics_address else []),
                 ErrorMappingInterceptor(),
                 AuthorizationInterceptor(
-                    verifier, spec.events.revocations if spec.events is not None else None
+                    verifier,
+                    spec.events.revocations if spec.events is not None else None,
+                    spec.handled_call,
                 ),
             ],
             # grpcio turns SO_REUSEPORT on by default; a second process would then share the

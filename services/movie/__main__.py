@@ -11,7 +11,7 @@ import functools
 import grpc
 
 from cinema.v1 import movie_pb2_grpc
-from services.common import migrations
+from services.common import handled_calls, migrations
 from services.common.db import EnginePools, make_engine, ping
 from services.common.events.bus import build_runtime
 from services.common.events.store import EventLog
@@ -52,6 +52,7 @@ def build(settings: Settings) -> ServiceSpec:
         database_ping=functools.partial(ping, engine),
         close=close,
         events=build_runtime(settings, log, sessions, events.consumer(uow, service.remove_cast)),
+        handled_call=handled_calls.handled_by(uow),
     )
 
 

@@ -17,6 +17,7 @@ import datetime as dt
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common import handled_calls
 from services.common.events import tables as event_tables
 from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
@@ -64,3 +65,5 @@ class MovieCastRow(Base):
 
 #: The outbox and inbox (services.common.events.tables), like every service's.
 EVENTS = event_tables.define(Base.metadata)
+#: The calls Envoy may repeat that this service carried out (services.common.handled_calls).
+HANDLED_CALLS = handled_calls.define(Base.metadata)

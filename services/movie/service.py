@@ -9,10 +9,10 @@ succeeds even when the cast service is down.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
-from services.common import pagination
+from services.common import handled_calls, pagination
 from services.common.batch import check_batch_ids, in_request_order
 from services.common.clock import Clock, utc_now
 from services.common.context import RequestContext
@@ -50,6 +50,18 @@ def _request_hash(clean: MovieFields) -> str:
             "price": [clean.price.currency_code, clean.price.amount_minor],
         }
     )
+
+
+def _changes(clean: MovieFields, paths: Collection[str]) -> dict[str, object]:
+    """The fields an update sets, as they would be stored (an update's fingerprint)."""
+    values: dict[str, object] = {
+        "title": clean.title,
+        "plot": clean.plot,
+        "genres": list(clean.genres),
+        "cast_ids": list(clean.cast_ids),
+        "price": [clean.price.currency_code, clean.price.amount_minor] if clean.price else None,
+    }
+    return {path: values[path] for path in sorted(paths)}
 
 
 class CastDirectory(Protocol):
@@ -105,10 +117,7 @@ class MovieService:
 
     def get_movie(self, movie_id: str, view: MovieView, context: RequestContext) -> MovieWithCast:
         require_id(movie_id, "id")
-        with self._uow(read_only=True) as uow:
-            movie = uow.movies.get(movie_id)
-        if movie is None:
-            raise NotFound("movie", movie_id)
+        movie = self._get(movie_id)
         if view is MovieView.BASIC or not movie.cast_ids:
             return MovieWithCast(movie)
         found = {c.id: c for c in self._casts.get_many(movie.cast_ids, context)}
@@ -135,44 +144,70 @@ class MovieService:
         populated: Sequence[str],
         context: RequestContext,
     ) -> Movie:
+        """Change the fields named by ``mask`` (or every populated one); a repeat of the
+        call (:mod:`services.common.handled_calls`) answers the movie as it is now."""
         require_id(movie_id, "movie.id")
         paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
         violations = Violations()
         clean = check_fields(fields, "movie", violations, only=paths)
         violations.raise_if_any()
-        if "cast_ids" in paths:
-            self._check_cast_ids(clean.cast_ids, context)
-        with self._uow() as uow:
-            current = uow.movies.get(movie_id)
-            if current is None:
-                raise NotFound("movie", movie_id)
-            updated = dataclasses.replace(
-                current,
-                title=clean.title if "title" in paths else current.title,
-                plot=clean.plot if "plot" in paths else current.plot,
-                genres=tuple(clean.genres) if "genres" in paths else current.genres,
-                cast_ids=tuple(clean.cast_ids) if "cast_ids" in paths else current.cast_ids,
-                price=clean.price if "price" in paths and clean.price else current.price,
-                update_time=self._clock(),
-            )
-            uow.movies.save(updated)
-            changed = [
-                name
-                for name in ("title", "price")
-                if getattr(updated, name) != getattr(current, name)
-            ]
-            if changed:
-                uow.outbox.add(events.movie_changed(updated, changed), updated.update_time)
-            uow.commit()
-        return updated
+        call = handled_calls.call_of(
+            context, "UpdateMovie", {"id": movie_id, **_changes(clean, paths)}
+        )
 
-    def delete_movie(self, movie_id: str) -> None:
+        def update() -> Movie:
+            if "cast_ids" in paths:
+                self._check_cast_ids(clean.cast_ids, context)
+            with self._uow() as uow:
+                now = self._clock()
+                handled_calls.claim(uow, call, now)
+                current = uow.movies.get(movie_id)
+                if current is None:
+                    raise NotFound("movie", movie_id)
+                updated = dataclasses.replace(
+                    current,
+                    title=clean.title if "title" in paths else current.title,
+                    plot=clean.plot if "plot" in paths else current.plot,
+                    genres=tuple(clean.genres) if "genres" in paths else current.genres,
+                    cast_ids=tuple(clean.cast_ids) if "cast_ids" in paths else current.cast_ids,
+                    price=clean.price if "price" in paths and clean.price else current.price,
+                    update_time=now,
+                )
+                uow.movies.save(updated)
+                changed = [
+                    name
+                    for name in ("title", "price")
+                    if getattr(updated, name) != getattr(current, name)
+                ]
+                if changed:
+                    uow.outbox.add(events.movie_changed(updated, changed), updated.update_time)
+                uow.commit()
+            return updated
+
+        return handled_calls.once(call, self._uow, update, lambda: self._get(movie_id))
+
+    def _get(self, movie_id: str) -> Movie:
+        with self._uow(read_only=True) as uow:
+            movie = uow.movies.get(movie_id)
+        if movie is None:
+            raise NotFound("movie", movie_id)
+        return movie
+
+    def delete_movie(self, movie_id: str, context: RequestContext) -> None:
+        """Delete a movie; a repeat of the call answers nothing, as the first one did."""
         require_id(movie_id, "id")
-        with self._uow() as uow:
-            if not uow.movies.delete(movie_id):
-                raise NotFound("movie", movie_id)
-            uow.outbox.add(events.movie_deleted(movie_id), self._clock())
-            uow.commit()
+        call = handled_calls.call_of(context, "DeleteMovie", {"id": movie_id})
+
+        def delete() -> None:
+            with self._uow() as uow:
+                now = self._clock()
+                handled_calls.claim(uow, call, now)
+                if not uow.movies.delete(movie_id):
+                    raise NotFound("movie", movie_id)
+                uow.outbox.add(events.movie_deleted(movie_id), now)
+                uow.commit()
+
+        handled_calls.once(call, self._uow, delete, lambda: None)
 
     def remove_cast(self, uow: MovieUnitOfWork, cast_id: str) -> None:
         """A deleted cast member leaves every movie that named it (event handler: runs in

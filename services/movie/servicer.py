@@ -113,7 +113,7 @@ class MovieServicer(movie_pb2_grpc.MovieServiceServicer):
     def DeleteMovie(
         self, request: movie_pb2.DeleteMovieRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        self._service.delete_movie(request.id)
+        self._service.delete_movie(request.id, current_request())
         return empty_pb2.Empty()
 
     def BatchGetMovies(

@@ -13,6 +13,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common import handled_calls
 from services.common.events import tables as event_tables
 
 
@@ -75,3 +76,5 @@ class PaymentRow(Base):
 
 #: The outbox and inbox (services.common.events.tables), like every service's.
 EVENTS = event_tables.define(Base.metadata)
+#: The calls Envoy may repeat that this service carried out (services.common.handled_calls).
+HANDLED_CALLS = handled_calls.define(Base.metadata)

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from services.common import pagination
+from services.common import handled_calls, pagination
 from services.common.clock import Clock, utc_now
 from services.common.context import Principal, RequestContext
 from services.common.errors import (
@@ -290,18 +290,27 @@ class OrderService:
         return after
 
     def cancel_order(self, order_id: str, context: RequestContext) -> Order:
-        """Cancel a PENDING or PAYMENT_FAILED order; FAILED_PRECONDITION otherwise."""
+        """Cancel a PENDING or PAYMENT_FAILED order; FAILED_PRECONDITION otherwise. A repeat
+        of the call (:mod:`services.common.handled_calls`) answers the order as it is now."""
         principal = context.require_principal()
         require_id(order_id, "id")
-        with self._uow() as uow:
-            order = _visible(uow.orders.get(order_id, for_update=True), order_id, principal)
-            cancelled = cancel(order, self._clock())
-            uow.orders.save_status(cancelled)
-            uow.outbox.add(
-                events.order_cancelled(cancelled, events.REQUESTED), cancelled.update_time
-            )
-            uow.commit()
-        return cancelled
+        call = handled_calls.call_of(context, "CancelOrder", {"id": order_id})
+
+        def cancel_it() -> Order:
+            with self._uow() as uow:
+                handled_calls.claim(uow, call, self._clock())
+                order = _visible(uow.orders.get(order_id, for_update=True), order_id, principal)
+                cancelled = cancel(order, self._clock())
+                uow.orders.save_status(cancelled)
+                uow.outbox.add(
+                    events.order_cancelled(cancelled, events.REQUESTED), cancelled.update_time
+                )
+                uow.commit()
+            return cancelled
+
+        return handled_calls.once(
+            call, self._uow, cancel_it, lambda: self.get_order(order_id, context)
+        )
 
     def cancel_unpaid(
         self, uow: OrderUnitOfWork, order_ids: Sequence[str], reason: events.Reason.ValueType

@@ -20,7 +20,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 
 from cinema.v1 import user_pb2_grpc
-from services.common import migrations
+from services.common import handled_calls, migrations
 from services.common.auth import TokenIssuer, key_id
 from services.common.db import EnginePools, make_engine, ping
 from services.common.errors import FailedPrecondition, InvalidArgument
@@ -124,6 +124,7 @@ def build(settings: Settings) -> ServiceSpec:
         database_ping=functools.partial(ping, engine),
         close=sessions.close,
         events=build_runtime(settings, log, sessions, events.consumer(uow, service)),
+        handled_call=handled_calls.handled_by(uow),
     )
 
 

@@ -38,11 +38,11 @@ import hashlib
 import logging
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from cinema.v1.events_pb2 import SessionRevoked
-from services.common import pagination
+from services.common import handled_calls, pagination
 from services.common.auth import TokenIssuer
 from services.common.clock import Clock, utc_now
 from services.common.context import Principal, RequestContext, Role
@@ -140,6 +140,20 @@ def _request_hash(clean: CheckedFields) -> str:
     return fingerprint(
         {"email": clean.email, "display_name": clean.display_name, "role": clean.role.value}
     )
+
+
+def _update_fingerprint(
+    user_id: str, clean: CheckedFields, paths: Collection[str]
+) -> dict[str, object]:
+    """What an UpdateUser sets. A new password counts by its presence only: a fingerprint
+    is stored, and a hash of a secret is a guessable copy of it."""
+    values: dict[str, object] = {
+        "email": clean.email,
+        "display_name": clean.display_name,
+        "role": str(clean.role),
+        "password": True,
+    }
+    return {"id": user_id, **{path: values[path] for path in sorted(paths)}}
 
 
 def _keep_an_admin(admin_ids: Sequence[str], user_id: str) -> None:
@@ -245,7 +259,8 @@ class UserService:
         populated: Sequence[str],
         context: RequestContext,
     ) -> User:
-        """Change the fields named by ``mask`` (or every populated one) of an account."""
+        """Change the fields named by ``mask`` (or every populated one) of an account; a
+        repeat of the call (:mod:`services.common.handled_calls`) answers it as it is now."""
         require_id(user_id, "user.id")
         principal = context.require_self_or_admin(user_id)
         paths = resolve_update_mask(mask, allowed=UPDATABLE_FIELDS, populated=populated)
@@ -256,7 +271,29 @@ class UserService:
             violations.add("user.current_password", "is required to change the password")
         violations.raise_if_any()
         new_hash = self._passwords.hash(clean.password) if "password" in paths else None
+        call = handled_calls.call_of(
+            context, "UpdateUser", _update_fingerprint(user_id, clean, paths)
+        )
+        return handled_calls.once(
+            call,
+            self._uow,
+            lambda: self._update_user(user_id, clean, paths, fields, new_hash, principal, call),
+            lambda: self.get_user(user_id, context),
+        )
+
+    def _update_user(
+        self,
+        user_id: str,
+        clean: CheckedFields,
+        paths: Collection[str],
+        fields: UserFields,
+        new_hash: str | None,
+        principal: Principal,
+        call: handled_calls.Call | None,
+    ) -> User:
+        own_account = principal.subject == user_id
         with self._uow() as uow:
+            handled_calls.claim(uow, call, self._clock())
             # Admin rows first, then the account: every transaction that touches roles
             # takes its locks in the same order, so two of them cannot deadlock.
             admin_ids = uow.users.lock_admin_ids() if "role" in paths else []
@@ -319,7 +356,12 @@ class UserService:
         """Delete an account: the caller's own, or any for an admin; never the last admin."""
         require_id(user_id, "id")
         context.require_self_or_admin(user_id)
+        call = handled_calls.call_of(context, "DeleteUser", {"id": user_id})
+        handled_calls.once(call, self._uow, lambda: self._delete_user(user_id, call), lambda: None)
+
+    def _delete_user(self, user_id: str, call: handled_calls.Call | None) -> None:
         with self._uow() as uow:
+            handled_calls.claim(uow, call, self._clock())
             current = uow.users.get(user_id)
             if current is None:
                 raise NotFound("user", user_id)
@@ -504,11 +546,17 @@ class UserService:
         principal = context.require_principal()
         if not principal.session_id:
             raise FailedPrecondition("this access token belongs to no session", reason="NO_SESSION")
-        with self._uow() as uow:
-            session = uow.sessions.get(principal.session_id, for_update=True)
-            if session is not None and session.user_id == principal.subject:
-                self._end_session(uow, session, SessionRevoked.REASON_LOGOUT)
+        call = handled_calls.call_of(context, "Logout", {"session_id": principal.session_id})
+
+        def end() -> None:
+            with self._uow() as uow:
+                handled_calls.claim(uow, call, self._clock())
+                session = uow.sessions.get(principal.session_id, for_update=True)
+                if session is not None and session.user_id == principal.subject:
+                    self._end_session(uow, session, SessionRevoked.REASON_LOGOUT)
                 uow.commit()
+
+        handled_calls.once(call, self._uow, end, lambda: None)
 
     def list_sessions(
         self, user_id: str, page_size: int, page_token: str, context: RequestContext
@@ -529,12 +577,20 @@ class UserService:
         session is NOT_FOUND for a non-admin, as if it did not exist."""
         principal = context.require_principal()
         require_id(session_id, "id")
-        with self._uow() as uow:
-            session = uow.sessions.get(session_id, for_update=True)
-            if session is None or (not principal.is_admin and session.user_id != principal.subject):
-                raise NotFound("session", session_id)
-            self._end_session(uow, session, SessionRevoked.REASON_REVOKED)
-            uow.commit()
+        call = handled_calls.call_of(context, "RevokeSession", {"id": session_id})
+
+        def end() -> None:
+            with self._uow() as uow:
+                handled_calls.claim(uow, call, self._clock())
+                session = uow.sessions.get(session_id, for_update=True)
+                if session is None or (
+                    not principal.is_admin and session.user_id != principal.subject
+                ):
+                    raise NotFound("session", session_id)
+                self._end_session(uow, session, SessionRevoked.REASON_REVOKED)
+                uow.commit()
+
+        handled_calls.once(call, self._uow, end, lambda: None)
 
     def _end_session(
         self, uow: UserUnitOfWork, session: Session, reason: SessionRevoked.Reason.ValueType

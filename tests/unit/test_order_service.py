@@ -25,6 +25,7 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.common.handled_calls import HandledCalls
 from services.common.money import Money
 from services.order.domain import (
     REASON_ALREADY_PAID,
@@ -109,6 +110,10 @@ class FakeDatabase:
 
 
 class FakeUnitOfWork:
+    #: Never set: these tests make no call through the gateway (no call id), so nothing
+    #: is recorded (services/common/handled_calls.py; tests/integration/test_repeated_calls.py).
+    calls: HandledCalls
+
     def __init__(self, database: FakeDatabase) -> None:
         self._database = database
         self.orders = FakeOrderRepository({})

@@ -20,6 +20,7 @@ from services.common.errors import (
     Unauthenticated,
     Violations,
 )
+from services.common.handled_calls import HandledCalls
 from services.common.idempotency import RequestRecord
 from services.common.settings import Argon2Parameters
 from services.user.domain import (
@@ -279,6 +280,10 @@ class MemoryLoginFailures:
 
 class MemoryUnitOfWork:
     """Commits by copying the working set back; a rollback drops it."""
+
+    #: Never set: these tests make no call through the gateway (no call id), so nothing
+    #: is recorded (services/common/handled_calls.py; tests/integration/test_repeated_calls.py).
+    calls: HandledCalls
 
     def __init__(self, store: dict[str, User], read_only: bool = False) -> None:
         self._store = store
