@@ -11,9 +11,10 @@ method and a fingerprint of the request (who asks, and what):
 * the transaction claims the call id before it changes anything (:func:`claim`). A
   try of a call that committed before finds its row and answers a replay instead of doing
   the work again (:func:`once`). On PostgreSQL a concurrent try of the same call waits on
-  the first one's uncommitted row, then fails on the duplicate and replays;
-* a try that fails (NOT_FOUND, FAILED_PRECONDITION, a duplicate call id) after another try
-  of the same call committed answers the replay too;
+  the first one's uncommitted row (``INSERT ... ON CONFLICT DO NOTHING``), then finds it
+  and replays;
+* a try that fails (NOT_FOUND, FAILED_PRECONDITION) after another try of the same call
+  committed answers the replay too;
 * the same call id with another fingerprint is ALREADY_EXISTS ``IDEMPOTENCY_KEY_REUSED``:
   never a replay of someone else's call.
 
@@ -47,22 +48,15 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.context import CALL_ID_MAX, CALL_ID_METADATA, RequestContext
 from services.common.errors import AlreadyExists, DomainError
-from services.common.idempotency import (
-    REASON_KEY_REUSED,
-    REQUEST_HASH_LENGTH,
-    DuplicateRequestKey,
-    fingerprint,
-    is_unique_violation,
-)
+from services.common.idempotency import REASON_KEY_REUSED, REQUEST_HASH_LENGTH, fingerprint
 
 logger = logging.getLogger(__name__)
 
 TABLE = "handled_calls"
-PRIMARY_KEY = "pk_handled_calls"
 #: How long a call id is remembered.
 KEEP = dt.timedelta(hours=1)
 #: How often (per process, at most) a claim also deletes the rows older than KEEP.
@@ -100,7 +94,7 @@ def _columns() -> list[Any]:
         sa.Column("method", sa.String(METHOD_MAX), nullable=False),
         sa.Column("request_hash", sa.String(REQUEST_HASH_LENGTH), nullable=False),
         sa.Column("handle_time", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("call_id", name=PRIMARY_KEY),
+        sa.PrimaryKeyConstraint("call_id", name="pk_handled_calls"),
     ]
 
 
@@ -150,6 +144,20 @@ class AlreadyHandled(Exception):
         self.stored = stored
 
 
+#: Built once: SQLAlchemy then finds their compiled forms by a cheap cache key.
+_FIND = sa.select(_table.c.method, _table.c.request_hash).where(
+    _table.c.call_id == sa.bindparam("call_id")
+)
+_PURGE = sa.delete(_table).where(_table.c.handle_time < sa.bindparam("before"))
+#: One statement per claim: ``ON CONFLICT DO NOTHING`` inserts the row, or (the call id
+#: is taken) inserts nothing and raises nothing. On PostgreSQL it waits for a concurrent
+#: try's uncommitted row first, so the transaction is never spoilt by a duplicate.
+_CLAIM = {
+    "postgresql": postgresql.insert(_table).on_conflict_do_nothing(index_elements=["call_id"]),
+    "sqlite": sqlite.insert(_table).on_conflict_do_nothing(index_elements=["call_id"]),
+}
+
+
 class HandledCalls:
     """The ``handled_calls`` rows, on one unit of work's connection."""
 
@@ -157,33 +165,28 @@ class HandledCalls:
         self._connection = connection
 
     def find(self, call_id: str) -> Call | None:
-        row = self._connection.execute(
-            sa.select(_table.c.method, _table.c.request_hash).where(_table.c.call_id == call_id)
-        ).first()
+        row = self._connection.execute(_FIND, {"call_id": call_id}).first()
         return None if row is None else Call(call_id, row.method, row.request_hash)
 
     def claim(self, call: Call, now: dt.datetime) -> None:
-        """Record ``call`` in this transaction; :class:`AlreadyHandled` when it is stored
-        already, :class:`DuplicateRequestKey` when a concurrent try stored it first (the
-        transaction is then spoilt: PostgreSQL aborts it)."""
-        stored = self.find(call.id)
-        if stored is not None:
+        """Record ``call`` in this transaction; :class:`AlreadyHandled` when another try
+        of it stored it first (committed: a try still in progress is waited for)."""
+        inserted = self._connection.execute(
+            _CLAIM[self._connection.dialect.name],
+            {
+                "call_id": call.id,
+                "method": call.method,
+                "request_hash": call.request_hash,
+                "handle_time": now,
+            },
+        ).rowcount
+        if not inserted:
+            stored = self.find(call.id)
+            if stored is None:  # only rows older than KEEP are ever deleted
+                raise RuntimeError(f"call {call.id} is taken but not stored")
             raise AlreadyHandled(stored)
-        try:
-            self._connection.execute(
-                sa.insert(_table).values(
-                    call_id=call.id,
-                    method=call.method,
-                    request_hash=call.request_hash,
-                    handle_time=now,
-                )
-            )
-        except IntegrityError as error:
-            if is_unique_violation(error, constraint=PRIMARY_KEY, column=f"{TABLE}.call_id"):
-                raise DuplicateRequestKey(call.id) from error
-            raise
         if _Purge.due():
-            self._connection.execute(sa.delete(_table).where(_table.c.handle_time < now - KEEP))
+            self._connection.execute(_PURGE, {"before": now - KEEP})
 
 
 class _CallsUnitOfWork(Protocol):
@@ -235,9 +238,9 @@ def once(
         return work()
     except AlreadyHandled as handled:
         stored: Call | None = handled.stored
-    except (DomainError, DuplicateRequestKey):
-        # Lost a race against another try of this call, or failed on its own? Only the
-        # stored call tells (read in a new transaction: this one may be spoilt).
+    except DomainError:
+        # Failed on its own, or because another try of this call did the work first
+        # (NOT_FOUND for a delete)? Only the stored call tells.
         with uow(read_only=True) as reader:
             stored = reader.calls.find(call.id)
         if stored is None:

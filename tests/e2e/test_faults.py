@@ -11,9 +11,11 @@ RefreshToken is in the load too (each worker refreshes its own session in turn):
 repeats it, and the user service answers a repeat of the call that spent a token with new
 tokens rather than ending the session as a reuse.
 
-UpdateX, DeleteX and CancelOrder are left out of the load on purpose: Envoy repeats them
-only when the request provably never reached a replica (gateway/envoy_config.py, UNSENT_ONLY),
-so a replica killed while it serves one answers UNAVAILABLE to the client by design.
+Updates, deletes, CancelOrder and Logout are in the load too: Envoy repeats them, and the
+services answer a repeat of one call from their record of it
+(services/common/handled_calls.py) instead of NOT_FOUND, FAILED_PRECONDITION or a second
+change. (Each worker logs in a few sessions before the load, one login at a time, to log
+them out during it: password checks at once are refused, not queued.)
 
 No PostgreSQL restart here: tests/support/postgres.py hands out fresh databases on a shared
 server, and scripts/ensure-postgres starts one fixed server for everyone (port 55432);
@@ -35,6 +37,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from cinema.v1 import (
     cast_pb2,
@@ -69,6 +72,8 @@ HANG_SECONDS = 4.0
 #: A call slower than this met the fault (a healthy call here takes milliseconds).
 SLOW_SECONDS = 1.0
 USER_PASSWORD = "faults-and-films-2026"  # test-only
+#: Sessions each worker logs in before the kill load and logs out during it.
+LOGOUTS_PER_WORKER = 2
 
 Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")
@@ -213,6 +218,12 @@ class Created:
     casts: list[str] = field(default_factory=list)
     orders: list[str] = field(default_factory=list)
     paid: list[str] = field(default_factory=list)
+    #: Of the above, the ones this thread then deleted or cancelled.
+    deleted_movies: list[str] = field(default_factory=list)
+    deleted_casts: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    #: The title each renamed movie was given last.
+    titles: dict[str, str] = field(default_factory=dict)
 
 
 def run_load(
@@ -304,6 +315,14 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
             ).refresh_token
             for _ in range(WORKERS)
         ]
+        # Sessions each worker logs out during the load.
+        to_log_out = [
+            [
+                bearer(system.login(shop.buyer_email, USER_PASSWORD))
+                for _ in range(LOGOUTS_PER_WORKER)
+            ]
+            for _ in range(WORKERS)
+        ]
 
         def worker(index: int, stop_at: float) -> Tally:
             tally, mine = Tally(), created[index]
@@ -361,6 +380,83 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                 if grant is not None:
                     sessions[index] = grant.refresh_token
 
+            turns: Counter[str] = Counter()
+
+            def every_other(what: str) -> bool:
+                """True, then False, and so on, for each ``what`` on its own."""
+                turns[what] += 1
+                return turns[what] % 2 == 1
+
+            # fmt: off
+            def change_movie() -> None:
+                live = [m for m in mine.movies if m not in mine.deleted_movies]
+                if len(live) < 2:
+                    return create_movie()
+                if every_other("movie"):
+                    title = f"{prefix}movie-{index}-{next(numbers)}-renamed"
+                    rename = movie_pb2.UpdateMovieRequest(
+                        movie=movie_pb2.Movie(id=live[-1], title=title),
+                        update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+                    )
+                    if tally.call("UpdateMovie", lambda: movies.UpdateMovie(
+                            rename, metadata=shop.admin, timeout=CALL_TIMEOUT)) is not None:
+                        mine.titles[live[-1]] = title
+                    return None
+                delete = movie_pb2.DeleteMovieRequest(id=live[0])
+                if tally.call("DeleteMovie", lambda: movies.DeleteMovie(
+                        delete, metadata=shop.admin, timeout=CALL_TIMEOUT)) is not None:
+                    mine.deleted_movies.append(live[0])
+                return None
+
+            def change_cast() -> None:
+                live = [c for c in mine.casts if c not in mine.deleted_casts]
+                if len(live) < 2:
+                    return create_cast()
+                if every_other("cast"):
+                    change = cast_pb2.UpdateCastRequest(
+                        cast=cast_pb2.Cast(id=live[-1], nationality="Danish"),
+                        update_mask=field_mask_pb2.FieldMask(paths=["nationality"]),
+                    )
+                    tally.call("UpdateCast", lambda: casts.UpdateCast(
+                        change, metadata=shop.admin, timeout=CALL_TIMEOUT))
+                    return None
+                delete = cast_pb2.DeleteCastRequest(id=live[0])
+                if tally.call("DeleteCast", lambda: casts.DeleteCast(
+                        delete, metadata=shop.admin, timeout=CALL_TIMEOUT)) is not None:
+                    mine.deleted_casts.append(live[0])
+                return None
+
+            def buy_and_cancel() -> None:
+                order = tally.call("CreateOrder", lambda: orders.CreateOrder(
+                    order_pb2.CreateOrderRequest(
+                        order=order_pb2.Order(
+                            items=[order_pb2.OrderItem(movie_id=shop.movie_id, quantity=1)]
+                        ),
+                        request_id=str(uuid.uuid4()),
+                    ),
+                    metadata=shop.buyer, timeout=CALL_TIMEOUT))
+                if order is None:
+                    return
+                mine.orders.append(order.id)
+                cancel = order_pb2.CancelOrderRequest(id=order.id)
+                if tally.call("CancelOrder", lambda: orders.CancelOrder(
+                        cancel, metadata=shop.buyer, timeout=CALL_TIMEOUT)) is not None:
+                    mine.cancelled.append(order.id)
+
+            def rename_buyer_or_log_out() -> None:
+                if to_log_out[index] and every_other("user"):
+                    session = to_log_out[index].pop()
+                    tally.call("Logout", lambda: users.Logout(
+                        user_pb2.LogoutRequest(), metadata=session, timeout=CALL_TIMEOUT))
+                    return
+                rename = user_pb2.UpdateUserRequest(
+                    user=user_pb2.User(id=shop.buyer_id, display_name=f"Buyer {index}"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+                )
+                tally.call("UpdateUser", lambda: users.UpdateUser(
+                    rename, metadata=shop.buyer, timeout=CALL_TIMEOUT))
+            # fmt: on
+
             calls: list[Callable[[], object]] = [
                 lambda: tally.call("GetMovie", lambda: movies.GetMovie(
                     movie_pb2.GetMovieRequest(id=shop.movie_id, view=movie_pb2.MOVIE_VIEW_FULL),
@@ -376,6 +472,10 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                 create_cast,
                 buy,
                 refresh,
+                change_movie,
+                change_cast,
+                buy_and_cancel,
+                rename_buyer_or_log_out,
             ]  # fmt: skip
             for turn in itertools.count(index):
                 if time.monotonic() >= stop_at:
@@ -402,8 +502,10 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
         stored_casts = [(c.id, c.name) for c in all_casts(casts)]
         stored_orders = all_orders(orders, shop.buyer)
 
-    made_movies = [i for c in created for i in c.movies]
-    made_casts = [i for c in created for i in c.casts]
+    deleted = {i for c in created for i in c.deleted_movies + c.deleted_casts}
+    made_movies = [i for c in created for i in c.movies if i not in deleted]
+    made_casts = [i for c in created for i in c.casts if i not in deleted]
+    assert deleted, "the load deleted nothing"
     made_orders = [i for c in created for i in c.orders]
     paid = {i for c in created for i in c.paid}
     assert made_movies and made_casts and paid, "the load made no writes"
@@ -417,7 +519,14 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
         assert sorted(ours) == sorted(made), f"{what}: stored {len(ours)}, created {len(made)}"
         assert set(ours.values()) == {1}, f"{what} stored twice: {ours}"
     assert sorted(o.id for o in stored_orders) == sorted(made_orders)
+    titles = {i: t for c in created for i, t in c.titles.items() if i not in deleted}
+    assert titles, "the load renamed nothing"
+    assert {i: t for i, t in stored_movies if i in titles} == titles
+    cancelled = {i for c in created for i in c.cancelled}
+    assert cancelled, "the load cancelled nothing"
     for order in stored_orders:
+        if order.id in cancelled:
+            assert order.status == order_pb2.ORDER_STATUS_CANCELLED, order
         if order.id in paid:
             assert order.status == order_pb2.ORDER_STATUS_PAID, order
             assert len(order.payments) == 1, f"order {order.id} charged {len(order.payments)}x"
