@@ -49,6 +49,7 @@ from google.protobuf import descriptor, descriptor_pool
 # which is where the RPC list below comes from.
 from cinema.v1 import cast_pb2, movie_pb2, order_pb2, user_pb2  # noqa: F401
 from gateway import http_bindings
+from services.common import handled_calls
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENVOY_YAML = REPO_ROOT / "envoy.yaml"
@@ -392,20 +393,8 @@ REPEATABLE_WRITES: Mapping[str, RepeatableWrite] = MappingProxyType(
         # change (services/common/handled_calls.py); a repeat of the call finds it and
         # answers what the call answers now instead of doing it again.
         **{
-            f"/cinema.v1.{service}/{method}": RepeatableWrite(
-                "a repeat of one call is answered from the record of the first"
-            )
-            for service, method in (
-                ("MovieService", "UpdateMovie"),
-                ("MovieService", "DeleteMovie"),
-                ("CastService", "UpdateCast"),
-                ("CastService", "DeleteCast"),
-                ("UserService", "UpdateUser"),
-                ("UserService", "DeleteUser"),
-                ("UserService", "Logout"),
-                ("UserService", "RevokeSession"),
-                ("OrderService", "CancelOrder"),
-            )
+            path: RepeatableWrite("a repeat of one call is answered from the record of the first")
+            for path in sorted(handled_calls.RECORDED)
         },
     }
 )

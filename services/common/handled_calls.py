@@ -65,6 +65,23 @@ METHOD_MAX = 64
 
 T = TypeVar("T")
 
+#: The RPCs whose calls are recorded: Envoy may repeat them (gateway/envoy_config.py), and
+#: only these may be answered to a token whose session has ended.
+RECORDED: frozenset[str] = frozenset(
+    f"/cinema.v1.{service}/{method}"
+    for service, method in (
+        ("MovieService", "UpdateMovie"),
+        ("MovieService", "DeleteMovie"),
+        ("CastService", "UpdateCast"),
+        ("CastService", "DeleteCast"),
+        ("UserService", "UpdateUser"),
+        ("UserService", "DeleteUser"),
+        ("UserService", "Logout"),
+        ("UserService", "RevokeSession"),
+        ("OrderService", "CancelOrder"),
+    )
+)
+
 
 @dataclass(frozen=True)
 class Call:

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from cinema.v1 import access_pb2
-from services.common import errors, status
+from services.common import errors, handled_calls, status
 from services.common.auth import TokenVerifier
 from services.common.context import CALL_ID_MAX, CALL_ID_METADATA, Deadline, RequestContext
 from services.common.revocations import Revocations
@@ -206,12 +206,10 @@ class AuthorizationInterceptor(_WrappingInterceptor):
     def _is_handled(self, method: str, metadata: Any) -> bool:
         """Whether this call is a repeat of one the service carried out: a token whose
         session that call ended may fetch its answer (services/common/handled_calls.py)."""
+        if self._handled_call is None or method not in handled_calls.RECORDED:
+            return False  # never a database read for a call that cannot be a replay
         repeated = call_id(metadata)
-        return (
-            repeated is not None
-            and self._handled_call is not None
-            and self._handled_call(method.rpartition("/")[2], repeated)
-        )
+        return repeated is not None and self._handled_call(method.rpartition("/")[2], repeated)
 
     def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails

@@ -34,7 +34,7 @@ from gateway.envoy_config import (
     Balancing,
 )
 from gateway.sidecar import healthz_document, services_from_clusters
-from services.common import settings
+from services.common import handled_calls, settings
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -274,6 +274,11 @@ def test_reset_and_unavailable_are_retried_only_where_repeating_is_safe(
         assert path is not None, f"prefix route {route['name']} replays calls"
         method = path.rsplit("/", 1)[1]
         assert method.startswith(("Get", "List", "BatchGet")) or path in REPEATABLE_WRITES, path
+
+
+def test_every_recorded_write_is_repeatable_and_nothing_else_is_recorded() -> None:
+    assert set(RECORDED_WRITES) == handled_calls.RECORDED
+    assert set(REPEATABLE_WRITES) >= handled_calls.RECORDED
 
 
 @pytest.mark.parametrize("service", list(SERVICES.values()))
