@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 MAX_METADATA_BYTES = 96 * 1024
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+#: The first wait between health checks while a service has not served yet.
+_FIRST_CHECK_DELAY = 0.025
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -169,6 +171,11 @@ class CinemaServer:
 
     def _watch_database(self) -> None:
         serving: bool | None = None
+        # Until the first SERVING the checks come quickly (from 50 ms, doubling up to the
+        # interval): the events runtime is usually ready a moment after the database
+        # answers, and a service waiting a whole interval for its next look came up to
+        # 2 s late. Once it has served, one check per interval.
+        delay = _FIRST_CHECK_DELAY
         while not self._stopping.is_set():
             # Not before the ended sessions are known (or the broker proved away).
             ok = self.spec.database_ping() and (
@@ -178,8 +185,8 @@ class CinemaServer:
                 serving = ok
                 self._set_health(SERVING if ok else NOT_SERVING)
                 logger.info("%s is %s", self.spec.full_name, "SERVING" if ok else "NOT_SERVING")
-            # The first ping decides SERVING at once; after that, one ping per interval.
-            self._stopping.wait(self.health_interval)
+            delay = self.health_interval if ok else min(delay * 2, self.health_interval)
+            self._stopping.wait(delay)
 
     def stop(self) -> None:
         """Graceful stop: NOT_SERVING, no new calls, in-flight calls finish within grace."""
