@@ -17,7 +17,7 @@ import datetime as dt
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common import handled_calls
+from services.common import handled_calls, tombstones
 from services.common.events import tables as event_tables
 from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
@@ -67,3 +67,5 @@ class MovieCastRow(Base):
 EVENTS = event_tables.define(Base.metadata)
 #: The calls Envoy may repeat that this service carried out (services.common.handled_calls).
 HANDLED_CALLS = handled_calls.define(Base.metadata)
+#: Ids deleted by other services, as this one's consumer learnt (services.common.tombstones).
+TOMBSTONES = tombstones.define(Base.metadata)

@@ -18,6 +18,7 @@ from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.errors import Unavailable
 from services.common.idempotency import DuplicateRequestKey, RequestRecord, is_unique_violation
 from services.common.money import Money
+from services.common.tombstones import Tombstones, TombstoneStore
 from services.movie.domain import Movie
 from services.movie.models import (
     REQUEST_KEY_INDEX,
@@ -55,6 +56,8 @@ class MovieUnitOfWork(UnitOfWork, Protocol):
 
     @property
     def movies(self) -> MovieRepository: ...
+    @property
+    def tombstones(self) -> TombstoneStore: ...
 
 
 _movies = Base.metadata.tables[MovieRow.__tablename__]
@@ -244,6 +247,11 @@ class SqlAlchemyMovieUnitOfWork(CoreUnitOfWork):
     """Movie reads are each one statement; writes are one transaction."""
 
     movies: SqlAlchemyMovieRepository
+
+    @property
+    def tombstones(self) -> Tombstones:
+        """What other services deleted (built on first use: a read never pays for it)."""
+        return Tombstones(self.connection)
 
     def _bind(self, connection: Connection) -> None:
         self.movies = SqlAlchemyMovieRepository(connection)

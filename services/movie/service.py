@@ -1,5 +1,7 @@
 """Use cases of the movie service. Each one is one transaction; checks against the cast
-service happen before the transaction opens, so a cast outage writes nothing.
+service happen before the transaction opens, so a cast outage writes nothing, and the
+transaction then refuses a cast id the consumer learnt was deleted in the meantime
+(services/common/tombstones.py).
 
 CreateMovie is idempotent (:mod:`services.common.idempotency`): a repeat with the same
 key answers the first movie from the database before the cast service is asked, so it
@@ -64,6 +66,21 @@ def _changes(clean: MovieFields, paths: Collection[str]) -> dict[str, object]:
     return {path: values[path] for path in sorted(paths)}
 
 
+#: The tombstones' kind for cast members (services/common/tombstones.py).
+CAST = "cast"
+
+
+def _refuse_deleted_casts(uow: MovieUnitOfWork, cast_ids: Sequence[str]) -> None:
+    """INVALID_ARGUMENT, as for an unknown cast id, when the consumer has learnt that one
+    of ``cast_ids`` was deleted since the cast service was asked (in the write's
+    transaction: services/common/tombstones.py)."""
+    buried = uow.tombstones.buried(CAST, cast_ids)
+    if buried:
+        violations = Violations()
+        unknown_cast_violations(cast_ids, set(cast_ids) - buried, "movie", violations)
+        violations.raise_if_any()
+
+
 class CastDirectory(Protocol):
     """The movie service's view of the cast service."""
 
@@ -105,6 +122,7 @@ class MovieService:
             self._check_cast_ids(clean.cast_ids, context)
             movie = Movie.new(new_id(), clean, self._clock())
             with self._uow() as uow:
+                _refuse_deleted_casts(uow, clean.cast_ids)
                 uow.movies.add(movie, record)
                 uow.commit()
             return movie
@@ -161,6 +179,8 @@ class MovieService:
             with self._uow() as uow:
                 now = self._clock()
                 handled_calls.claim(uow, call, now)
+                if "cast_ids" in paths:
+                    _refuse_deleted_casts(uow, clean.cast_ids)
                 current = uow.movies.get(movie_id)
                 if current is None:
                     raise NotFound("movie", movie_id)
@@ -211,8 +231,11 @@ class MovieService:
 
     def remove_cast(self, uow: MovieUnitOfWork, cast_id: str) -> None:
         """A deleted cast member leaves every movie that named it (event handler: runs in
-        the handler's unit of work, which commits)."""
+        the handler's unit of work, which commits). Buried first, so a create or update
+        that checked the cast service before the delete cannot name it after this scan
+        (services/common/tombstones.py)."""
         now = self._clock()
+        uow.tombstones.bury(CAST, cast_id, now)
         for movie in uow.movies.with_cast(cast_id):
             remaining = tuple(c for c in movie.cast_ids if c != cast_id)
             uow.movies.save(dataclasses.replace(movie, cast_ids=remaining, update_time=now))

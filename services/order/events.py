@@ -65,10 +65,10 @@ def consumer(uow: Callable[[], OrderUnitOfWork], service: OrderService) -> Consu
     """The order service's durable consumer."""
 
     def user_deleted(unit: OrderUnitOfWork, event: events_pb2.UserDeleted) -> None:
-        service.cancel_unpaid(unit, unit.orders.unpaid_of_user(event.user_id), USER_DELETED)
+        service.forget_user(unit, event.user_id)
 
     def movie_deleted(unit: OrderUnitOfWork, event: events_pb2.MovieDeleted) -> None:
-        service.cancel_unpaid(unit, unit.orders.unpaid_with_movie(event.movie_id), MOVIE_DELETED)
+        service.forget_movie(unit, event.movie_id)
 
     return Consumer(
         CONSUMER,

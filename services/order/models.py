@@ -13,7 +13,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common import handled_calls
+from services.common import handled_calls, tombstones
 from services.common.events import tables as event_tables
 
 
@@ -78,3 +78,5 @@ class PaymentRow(Base):
 EVENTS = event_tables.define(Base.metadata)
 #: The calls Envoy may repeat that this service carried out (services.common.handled_calls).
 HANDLED_CALLS = handled_calls.define(Base.metadata)
+#: Ids deleted by other services, as this one's consumer learnt (services.common.tombstones).
+TOMBSTONES = tombstones.define(Base.metadata)

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, FromClause, Select, bindparam, exc, insert, s
 from services.common.clock import as_utc
 from services.common.db import CoreUnitOfWork, UnitOfWork
 from services.common.money import Money
+from services.common.tombstones import Tombstones, TombstoneStore
 from services.order.domain import Order, OrderLine, OrderStatus, Payment, PaymentOutcome
 from services.order.models import Base, OrderItemRow, OrderRow, PaymentRow
 
@@ -78,6 +79,8 @@ class OrderUnitOfWork(UnitOfWork, Protocol):
 
     @property
     def orders(self) -> OrderRepository: ...
+    @property
+    def tombstones(self) -> TombstoneStore: ...
 
 
 _orders = Base.metadata.tables[OrderRow.__tablename__]
@@ -354,6 +357,11 @@ class SqlAlchemyOrderUnitOfWork(CoreUnitOfWork):
     autocommit on PostgreSQL: each read is consistent on its own (module docstring)."""
 
     orders: SqlAlchemyOrderRepository
+
+    @property
+    def tombstones(self) -> Tombstones:
+        """What other services deleted (built on first use: a read never pays for it)."""
+        return Tombstones(self.connection)
 
     def _bind(self, connection: Connection) -> None:
         self.orders = SqlAlchemyOrderRepository(connection)

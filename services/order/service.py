@@ -86,6 +86,35 @@ class MovieCatalogue(Protocol):
         ...
 
 
+#: The tombstones' kinds (services/common/tombstones.py).
+USER = "user"
+MOVIE = "movie"
+
+
+def _buyer_not_found(user_id: str) -> PermissionDenied:
+    return PermissionDenied(
+        "the account this token was issued to no longer exists",
+        reason=REASON_BUYER_NOT_FOUND,
+        metadata={"user_id": user_id},
+    )
+
+
+def _refuse_deleted(
+    uow: OrderUnitOfWork,
+    user_id: str,
+    items: Sequence[ItemRequest],
+    found: Sequence[CatalogueMovie],
+) -> None:
+    """Refuse, as the peers' answers would have, a buyer or a movie that the consumer
+    learnt was deleted since the user and movie services were asked (in the order's
+    transaction: services/common/tombstones.py)."""
+    if uow.tombstones.buried(USER, [user_id]):
+        raise _buyer_not_found(user_id)
+    buried = uow.tombstones.buried(MOVIE, [movie.id for movie in found])
+    if buried:  # priced without them, the order names unknown movies: INVALID_ARGUMENT
+        price_order(items, {movie.id: movie for movie in found if movie.id not in buried})
+
+
 def _visible(order: Order | None, order_id: str, principal: Principal) -> Order:
     """The order, if the caller may see it; otherwise NOT_FOUND, never a hint it exists."""
     if order is None or (not principal.is_admin and order.user_id != principal.subject):
@@ -147,11 +176,7 @@ class OrderService:
             return self._replay(existing, request_hash)
 
         if not self._users.exists(principal.subject, context):
-            raise PermissionDenied(
-                "the account this token was issued to no longer exists",
-                reason=REASON_BUYER_NOT_FOUND,
-                metadata={"user_id": principal.subject},
-            )
+            raise _buyer_not_found(principal.subject)
         found = self._movies.get_many([item.movie_id for item in clean], context)
         lines, total = price_order(clean, {movie.id: movie for movie in found})
         now = self._clock()
@@ -169,6 +194,7 @@ class OrderService:
         )
         try:
             with self._uow() as uow:
+                _refuse_deleted(uow, principal.subject, clean, found)
                 uow.orders.add(order)
                 uow.commit()
         except DuplicateOrderRequest as lost:
@@ -311,6 +337,19 @@ class OrderService:
         return handled_calls.once(
             call, self._uow, cancel_it, lambda: self.get_order(order_id, context)
         )
+
+    def forget_user(self, uow: OrderUnitOfWork, user_id: str) -> None:
+        """A deleted account's unpaid orders are cancelled (event handler: runs in the
+        handler's unit of work, which commits). The account is buried first, so an order
+        that checked it before the delete cannot commit unseen after this scan
+        (services/common/tombstones.py)."""
+        uow.tombstones.bury(USER, user_id, self._clock())
+        self.cancel_unpaid(uow, uow.orders.unpaid_of_user(user_id), events.USER_DELETED)
+
+    def forget_movie(self, uow: OrderUnitOfWork, movie_id: str) -> None:
+        """The unpaid orders of a deleted movie are cancelled; as :meth:`forget_user`."""
+        uow.tombstones.bury(MOVIE, movie_id, self._clock())
+        self.cancel_unpaid(uow, uow.orders.unpaid_with_movie(movie_id), events.MOVIE_DELETED)
 
     def cancel_unpaid(
         self, uow: OrderUnitOfWork, order_ids: Sequence[str], reason: events.Reason.ValueType

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -104,9 +104,23 @@ class FakeOrderRepository:
 class FakeDatabase:
     def __init__(self) -> None:
         self.committed: dict[str, Order] = {}
+        self.buried: set[tuple[str, str]] = set()
 
     def uow(self, read_only: bool = False) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)
+
+
+class MemoryTombstones:
+    """Ids buried by the consumer, kept by the fake database (no locks: one thread)."""
+
+    def __init__(self, buried: set[tuple[str, str]]) -> None:
+        self._buried = buried
+
+    def bury(self, kind: str, resource_id: str, now: dt.datetime) -> None:
+        self._buried.add((kind, resource_id))
+
+    def buried(self, kind: str, ids: Collection[str]) -> set[str]:
+        return {i for i in ids if (kind, i) in self._buried}
 
 
 class FakeUnitOfWork:
@@ -119,6 +133,7 @@ class FakeUnitOfWork:
         self.orders = FakeOrderRepository({})
         self.outbox = RecordingOutbox()
         self.inbox = MemoryInbox()
+        self.tombstones = MemoryTombstones(database.buried)
 
     def __enter__(self) -> Self:
         self.orders = FakeOrderRepository(dict(self._database.committed))
@@ -290,6 +305,28 @@ def test_a_buyer_without_an_account_is_refused(shop: Shop) -> None:
         new_order(shop, context=as_user("ghost"))
     assert caught.value.reason == REASON_BUYER_NOT_FOUND
     assert shop.movies.calls == []
+    assert shop.stored() == []
+
+
+def test_a_buyer_deleted_after_the_user_service_said_yes_is_refused(shop: Shop) -> None:
+    # The user service still knows alice (FakeUsers), but the consumer has applied her
+    # UserDeleted in the meantime: the order must not commit unseen by its scan.
+    with shop.database.uow() as uow:
+        shop.service.forget_user(uow, "alice")
+        uow.commit()
+    with pytest.raises(PermissionDenied) as caught:
+        new_order(shop)
+    assert caught.value.reason == REASON_BUYER_NOT_FOUND
+    assert shop.stored() == []
+
+
+def test_a_movie_deleted_after_the_catalogue_said_yes_is_unknown(shop: Shop) -> None:
+    with shop.database.uow() as uow:
+        shop.service.forget_movie(uow, "m2")
+        uow.commit()
+    with pytest.raises(InvalidArgument) as caught:
+        new_order(shop)  # m1 and m2; the catalogue still prices both
+    assert [v.field for v in caught.value.violations] == ["order.items[1].movie_id"]
     assert shop.stored() == []
 
 

@@ -1,0 +1,25 @@
+"""add the order service's tombstones (ids its consumer learnt were deleted elsewhere)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-04 18:15:00.000000
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from services.common import tombstones
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    tombstones.create_v1(op)
+
+
+def downgrade() -> None:
+    tombstones.drop_v1(op)
