@@ -26,7 +26,8 @@ Each service's models call :func:`define`; the migration that adds the table cal
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+import functools
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -67,20 +68,35 @@ _BURY = {
     "postgresql": postgresql.insert(_table).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(_table).on_conflict_do_nothing(),
 }
-_BURIED = sa.select(_table.c.id).where(
-    _table.c.kind == sa.bindparam("kind"), _table.c.id.in_(sa.bindparam("ids", expanding=True))
+_BURIED = sa.select(_table.c.kind, _table.c.id).where(
+    sa.tuple_(_table.c.kind, _table.c.id).in_(sa.bindparam("pairs", expanding=True))
 )
-_LOCK = {
-    True: sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"),
-    False: sa.text("SELECT pg_advisory_xact_lock_shared(:space, hashtext(:key))"),
-}
+
+
+@functools.cache
+def _check_postgresql(kinds: int) -> sa.TextClause:
+    """PostgreSQL's check of ``kinds`` kinds of ids: one round trip for any number of ids,
+    two statements in one query string. The first takes a shared lock per id, in one order
+    (sorted) in every transaction so two never wait on each other crosswise; the second
+    reads the tombstones with a snapshot of its own, taken after the first's waits (READ
+    COMMITTED: a snapshot per statement), by the primary key (``id = ANY``: an index scan,
+    where a join with the ids' array scanned the whole table)."""
+    read = " OR ".join(f"(kind = :kind_{n} AND id = ANY(:ids_{n}))" for n in range(kinds))
+    return sa.text(
+        "SELECT pg_advisory_xact_lock_shared(:space, hashtext(key))"
+        " FROM (SELECT key FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key) AS sorted;"
+        f" SELECT kind, id FROM tombstones WHERE {read}"
+    )
+
+
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
 
 
 class TombstoneStore(Protocol):
     """What a use case sees of the tombstones (:class:`Tombstones` implements it)."""
 
     def bury(self, kind: str, resource_id: str, now: dt.datetime) -> None: ...
-    def buried(self, kind: str, ids: Collection[str]) -> set[str]: ...
+    def buried(self, wanted: Mapping[str, Collection[str]]) -> set[tuple[str, str]]: ...
 
 
 class Tombstones:
@@ -90,27 +106,33 @@ class Tombstones:
         self._connection = connection
         self._postgresql = connection.dialect.name == "postgresql"
 
-    def _lock(self, kind: str, ids: Collection[str], *, exclusive: bool) -> None:
-        if self._postgresql:
-            for resource_id in sorted(set(ids)):  # one order everywhere: no deadlock
-                self._connection.execute(
-                    _LOCK[exclusive], {"space": _LOCK_SPACE, "key": f"{kind}:{resource_id}"}
-                )
-
     def bury(self, kind: str, resource_id: str, now: dt.datetime) -> None:
         """Record that ``resource_id`` of ``kind`` is gone, before the rows that name it
         are changed: a write checking it waits until this transaction ends."""
-        self._lock(kind, [resource_id], exclusive=True)
+        if self._postgresql:
+            self._connection.execute(_LOCK, {"space": _LOCK_SPACE, "key": f"{kind}:{resource_id}"})
         self._connection.execute(
             _BURY[self._connection.dialect.name],
             {"kind": kind, "id": resource_id, "delete_time": now},
         )
 
-    def buried(self, kind: str, ids: Collection[str]) -> set[str]:
-        """Which of ``ids`` are buried; a burial in progress is waited for. Call it in
-        the transaction that writes the rows naming ``ids``, before it commits."""
-        if not ids:
+    def buried(self, wanted: Mapping[str, Collection[str]]) -> set[tuple[str, str]]:
+        """Which of the ids in ``wanted`` (kind -> ids) are buried, as ``(kind, id)``; a
+        burial in progress is waited for. Call it in the transaction that writes the rows
+        naming them, before it commits. One round trip; none for no ids."""
+        pairs = sorted({(kind, i) for kind, ids in wanted.items() for i in ids})
+        if not pairs:
             return set()
-        self._lock(kind, ids, exclusive=False)
-        rows = self._connection.execute(_BURIED, {"kind": kind, "ids": sorted(set(ids))})
-        return {row.id for row in rows}
+        if self._postgresql:
+            kinds = sorted({kind for kind, _ in pairs})
+            params: dict[str, object] = {
+                "space": _LOCK_SPACE,
+                "keys": [f"{kind}:{i}" for kind, i in pairs],
+            }
+            for n, kind in enumerate(kinds):
+                params[f"kind_{n}"] = kind
+                params[f"ids_{n}"] = [i for k, i in pairs if k == kind]
+            rows = self._connection.execute(_check_postgresql(len(kinds)), params)
+        else:
+            rows = self._connection.execute(_BURIED, {"pairs": pairs})
+        return {(row.kind, row.id) for row in rows}

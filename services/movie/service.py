@@ -74,7 +74,7 @@ def _refuse_deleted_casts(uow: MovieUnitOfWork, cast_ids: Sequence[str]) -> None
     """INVALID_ARGUMENT, as for an unknown cast id, when the consumer has learnt that one
     of ``cast_ids`` was deleted since the cast service was asked (in the write's
     transaction: services/common/tombstones.py)."""
-    buried = uow.tombstones.buried(CAST, cast_ids)
+    buried = {cast_id for _, cast_id in uow.tombstones.buried({CAST: cast_ids})}
     if buried:
         violations = Violations()
         unknown_cast_violations(cast_ids, set(cast_ids) - buried, "movie", violations)

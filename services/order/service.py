@@ -108,11 +108,11 @@ def _refuse_deleted(
     """Refuse, as the peers' answers would have, a buyer or a movie that the consumer
     learnt was deleted since the user and movie services were asked (in the order's
     transaction: services/common/tombstones.py)."""
-    if uow.tombstones.buried(USER, [user_id]):
+    buried = uow.tombstones.buried({USER: [user_id], MOVIE: [movie.id for movie in found]})
+    if (USER, user_id) in buried:
         raise _buyer_not_found(user_id)
-    buried = uow.tombstones.buried(MOVIE, [movie.id for movie in found])
     if buried:  # priced without them, the order names unknown movies: INVALID_ARGUMENT
-        price_order(items, {movie.id: movie for movie in found if movie.id not in buried})
+        price_order(items, {m.id: m for m in found if (MOVIE, m.id) not in buried})
 
 
 def _visible(order: Order | None, order_id: str, principal: Principal) -> Order:

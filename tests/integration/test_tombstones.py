@@ -159,7 +159,7 @@ def test_a_burial_waits_for_a_checked_write_and_its_scan_then_sees_it(shop: Shop
     fields = MovieFields("Checked first", "", (), (cast_id,), Money("EUR", 100))
     movie = Movie.new(new_id(), fields, now)
     with shop.uow() as writer, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        assert writer.tombstones.buried(CAST, [cast_id]) == set()  # the write's check
+        assert writer.tombstones.buried({CAST: [cast_id]}) == set()  # the write's check
         writer.movies.add(movie)
         burial = pool.submit(apply_cast_deleted, shop, cast_id)
         time.sleep(WAITS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -119,8 +119,8 @@ class MemoryTombstones:
     def bury(self, kind: str, resource_id: str, now: dt.datetime) -> None:
         self._buried.add((kind, resource_id))
 
-    def buried(self, kind: str, ids: Collection[str]) -> set[str]:
-        return {i for i in ids if (kind, i) in self._buried}
+    def buried(self, wanted: Mapping[str, Collection[str]]) -> set[tuple[str, str]]:
+        return {(k, i) for k, ids in wanted.items() for i in ids if (k, i) in self._buried}
 
 
 class FakeUnitOfWork:
