@@ -167,6 +167,27 @@ def test_a_repeated_update_answers_the_resource_as_it_is_and_overwrites_nothing(
     assert got.title == "Second"
 
 
+def test_a_repeated_cast_update_overwrites_nothing(shop: Shop, admin: Metadata) -> None:
+    cast = shop.casts.CreateCast(
+        cast_pb2.CreateCastRequest(cast=cast_pb2.Cast(name="Before")), metadata=admin
+    )
+
+    def rename(name: str, call_id: str) -> cast_pb2.Cast:
+        return shop.casts.UpdateCast(
+            cast_pb2.UpdateCastRequest(
+                cast=cast_pb2.Cast(id=cast.id, name=name),
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+            ),
+            metadata=call(admin, call_id),
+        )
+
+    first = new_call()
+    assert rename("First", first).name == "First"
+    assert rename("Second", new_call()).name == "Second"
+    assert rename("First", first).name == "Second"
+    assert shop.casts.GetCast(cast_pb2.GetCastRequest(id=cast.id)).name == "Second"
+
+
 def test_a_call_id_with_other_fields_or_from_someone_else_is_already_exists(
     shop: Shop, admin: Metadata, keys: SigningKeys
 ) -> None:
