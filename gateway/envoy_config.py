@@ -335,13 +335,15 @@ class RetryClass(enum.Enum):
     have carried out, so it is only for calls whose repetition is harmless.
     """
 
-    #: Reads, and writes that carry an idempotency key: retried on any transport failure,
-    #: on ``UNAVAILABLE``, and when an attempt exceeds :data:`PER_TRY_TIMEOUT`.
+    #: Reads, and the writes a service recognises when they come again (an idempotency
+    #: key, or its record of the call: :data:`REPEATABLE_WRITES`): retried on any transport
+    #: failure, on ``UNAVAILABLE``, and when an attempt exceeds :data:`PER_TRY_TIMEOUT`.
     REPEATABLE = "unavailable,reset,connect-failure,refused-stream"
-    #: Everything else: retried only when the request provably never reached the
-    #: application (connection refused, HTTP/2 REFUSED_STREAM, or reset before Envoy sent
-    #: it). A duplicate Create would make two resources; a repeated Delete or Update would
-    #: answer NOT_FOUND or overwrite a newer change although the first attempt succeeded.
+    #: Everything else (today: an RPC this config does not know yet): retried only when
+    #: the request provably never reached the application (connection refused, HTTP/2
+    #: REFUSED_STREAM, or reset before Envoy sent it). A duplicate Create would make two
+    #: resources; a repeated Delete or Update would answer NOT_FOUND or overwrite a newer
+    #: change although the first attempt succeeded.
     UNSENT_ONLY = "connect-failure,refused-stream,reset-before-request"
 
 
