@@ -73,6 +73,13 @@ _BURIED = sa.select(_table.c.kind, _table.c.id).where(
 )
 
 
+_LOCK_THEN_READ = (
+    "SELECT pg_advisory_xact_lock_shared(:space, hashtext(key))"
+    " FROM (SELECT key FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key) AS sorted;"
+    " SELECT kind, id FROM tombstones WHERE "
+)
+
+
 @functools.cache
 def _check_postgresql(kinds: int) -> sa.TextClause:
     """PostgreSQL's check of ``kinds`` kinds of ids: one round trip for any number of ids,
@@ -81,12 +88,9 @@ def _check_postgresql(kinds: int) -> sa.TextClause:
     reads the tombstones with a snapshot of its own, taken after the first's waits (READ
     COMMITTED: a snapshot per statement), by the primary key (``id = ANY``: an index scan,
     where a join with the ids' array scanned the whole table)."""
+    # Only placeholders are put together here (one pair per kind); every value is bound.
     read = " OR ".join(f"(kind = :kind_{n} AND id = ANY(:ids_{n}))" for n in range(kinds))
-    return sa.text(
-        "SELECT pg_advisory_xact_lock_shared(:space, hashtext(key))"
-        " FROM (SELECT key FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key) AS sorted;"
-        f" SELECT kind, id FROM tombstones WHERE {read}"
-    )
+    return sa.text(_LOCK_THEN_READ + read)
 
 
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
