@@ -10,11 +10,14 @@ no later event will, so the row keeps a dangling id for good.
 So the consumer buries the id (:meth:`Tombstones.bury`) in the transaction that applies
 the event, and the write checks the ids it names (:meth:`Tombstones.buried`) inside its
 own transaction, refusing a buried one as if the peer had said it does not exist. The two
-are serialised per id: on PostgreSQL by a transaction-scoped advisory lock (exclusive for
-the burial, shared for the check, taken before the check reads), so either the burial
-commits first and the check sees it, or the write commits first and the consumer's scan
-sees the write. On SQLite every write transaction holds the file's lock already
-(``BEGIN IMMEDIATE``).
+are serialised: on PostgreSQL by one transaction-scoped advisory lock per database,
+exclusive for a burial and shared for a check (taken before the check reads), so either
+the burial commits first and the check sees it, or the write commits first and the
+consumer's scan sees the write. Checks never wait for each other; a burial waits for the
+checks in progress and they for it, for as long as the consumer's transaction lasts (a
+batch of events). One lock rather than one per id: a consumer's batch buries several ids
+in event order, and per-id locks taken in two orders could deadlock against a check. On
+SQLite every write transaction holds the file's lock already (``BEGIN IMMEDIATE``).
 
 Ids are never reused (services/common/ids.py), so a tombstone is kept; a service's
 tombstones are as many as the deletes it heard of.
@@ -35,9 +38,9 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 TABLE = "tombstones"
-#: The first key of the advisory locks (PostgreSQL's two-key form): no other lock of
+#: The advisory lock (PostgreSQL's two-key form) of burials and checks: no other lock of
 #: Cinema's uses it.
-_LOCK_SPACE = 0x7E57
+_LOCK_KEY = {"space": 0x7E57, "key": 1}
 
 
 def _columns() -> list[Any]:
@@ -74,26 +77,23 @@ _BURIED = sa.select(_table.c.kind, _table.c.id).where(
 
 
 _LOCK_THEN_READ = (
-    "SELECT pg_advisory_xact_lock_shared(:space, hashtext(key))"
-    " FROM (SELECT key FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key) AS sorted;"
-    " SELECT kind, id FROM tombstones WHERE "
+    "SELECT pg_advisory_xact_lock_shared(:space, :key); SELECT kind, id FROM tombstones WHERE "
 )
 
 
 @functools.cache
 def _check_postgresql(kinds: int) -> sa.TextClause:
-    """PostgreSQL's check of ``kinds`` kinds of ids: one round trip for any number of ids,
-    two statements in one query string. The first takes a shared lock per id, in one order
-    (sorted) in every transaction so two never wait on each other crosswise; the second
-    reads the tombstones with a snapshot of its own, taken after the first's waits (READ
-    COMMITTED: a snapshot per statement), by the primary key (``id = ANY``: an index scan,
-    where a join with the ids' array scanned the whole table)."""
+    """PostgreSQL's check of ``kinds`` kinds of ids: one round trip, two statements in one
+    query string. The first takes the shared lock; the second reads the tombstones with a
+    snapshot of its own, taken after the first's wait (READ COMMITTED: a snapshot per
+    statement), by the primary key (``id = ANY``: an index scan, where a join with the
+    ids' array scanned the whole table)."""
     # Only placeholders are put together here (one pair per kind); every value is bound.
     read = " OR ".join(f"(kind = :kind_{n} AND id = ANY(:ids_{n}))" for n in range(kinds))
     return sa.text(_LOCK_THEN_READ + read)
 
 
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:space, :key)")
 
 
 class TombstoneStore(Protocol):
@@ -114,7 +114,7 @@ class Tombstones:
         """Record that ``resource_id`` of ``kind`` is gone, before the rows that name it
         are changed: a write checking it waits until this transaction ends."""
         if self._postgresql:
-            self._connection.execute(_LOCK, {"space": _LOCK_SPACE, "key": f"{kind}:{resource_id}"})
+            self._connection.execute(_LOCK, _LOCK_KEY)  # re-entrant: a batch takes it again
         self._connection.execute(
             _BURY[self._connection.dialect.name],
             {"kind": kind, "id": resource_id, "delete_time": now},
@@ -129,10 +129,7 @@ class Tombstones:
             return set()
         if self._postgresql:
             kinds = sorted({kind for kind, _ in pairs})
-            params: dict[str, object] = {
-                "space": _LOCK_SPACE,
-                "keys": [f"{kind}:{i}" for kind, i in pairs],
-            }
+            params: dict[str, object] = dict(_LOCK_KEY)
             for n, kind in enumerate(kinds):
                 params[f"kind_{n}"] = kind
                 params[f"ids_{n}"] = [i for k, i in pairs if k == kind]
