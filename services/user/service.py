@@ -270,16 +270,17 @@ class UserService:
         if "password" in paths and own_account and not fields.current_password:
             violations.add("user.current_password", "is required to change the password")
         violations.raise_if_any()
-        new_hash = self._passwords.hash(clean.password) if "password" in paths else None
         call = handled_calls.call_of(
             context, "UpdateUser", _update_fingerprint(user_id, clean, paths)
         )
-        return handled_calls.once(
-            call,
-            self._uow,
-            lambda: self._update_user(user_id, clean, paths, fields, new_hash, principal, call),
-            lambda: self.get_user(user_id, context),
-        )
+
+        def update() -> User:
+            # Inside the work: a repeat refused a password check (RESOURCE_EXHAUSTED) after
+            # its first try committed is answered from the record all the same.
+            new_hash = self._passwords.hash(clean.password) if "password" in paths else None
+            return self._update_user(user_id, clean, paths, fields, new_hash, principal, call)
+
+        return handled_calls.once(call, self._uow, update, lambda: self.get_user(user_id, context))
 
     def _update_user(
         self,

@@ -39,7 +39,7 @@ from services.common.context import CALL_ID_METADATA, Role
 from services.common.db import make_engine
 from tests.conftest import DatabaseFactory
 from tests.support.errors import CallError, call_error
-from tests.support.servers import start_shop
+from tests.support.servers import service_settings, start_service, start_shop
 from tests.support.tokens import SigningKeys
 
 Metadata = tuple[tuple[str, str], ...]
@@ -118,10 +118,10 @@ def new_call() -> str:
     return f"call-{uuid.uuid4().hex}"
 
 
-def failure(rpc: Callable[..., object], *args: object) -> CallError:
-    """The error of ``rpc(*args)``, which must fail."""
+def failure(rpc: Callable[..., object], *args: object, **kwargs: object) -> CallError:
+    """The error of ``rpc(*args, **kwargs)``, which must fail."""
     with pytest.raises(grpc.RpcError) as raised:
-        rpc(*args)
+        rpc(*args, **kwargs)
     return call_error(raised.value)
 
 
@@ -342,3 +342,43 @@ def test_call_ids_older_than_an_hour_are_purged(shop: Shop) -> None:
         store.claim(handled_calls.Call(new_call(), "DeleteCast", "2" * 64), now)
         assert store.find(old.id) is None
         assert store.find(recent.id) == recent
+
+
+def test_a_repeated_update_naming_cast_is_answered_with_the_cast_service_down(
+    keys: SigningKeys, databases: DatabaseFactory
+) -> None:
+    env = keys.env()
+    admin = keys.metadata("admin-1", Role.ADMIN)
+    cast = start_service("cast", service_settings("cast", databases("cast_down"), env))
+    movie_env = {**env, "CAST_SERVICE_ADDR": cast.address}
+    movie = start_service("movie", service_settings("movie", databases("movie_down"), movie_env))
+    try:
+        casts = cast_pb2_grpc.CastServiceStub(cast.channel())
+        movies = movie_pb2_grpc.MovieServiceStub(movie.channel())
+        cast_id = casts.CreateCast(
+            cast_pb2.CreateCastRequest(cast=cast_pb2.Cast(name="Peer")), metadata=admin
+        ).id
+        price = money_pb2.Money(currency_code="EUR", amount_minor=100)
+        made = movies.CreateMovie(
+            movie_pb2.CreateMovieRequest(movie=movie_pb2.Movie(title="Peer", price=price)),
+            metadata=admin,
+        )
+        request = movie_pb2.UpdateMovieRequest(
+            movie=movie_pb2.Movie(id=made.id, cast_ids=[cast_id]),
+            update_mask=field_mask_pb2.FieldMask(paths=["cast_ids"]),
+        )
+        call_id = new_call()
+        assert list(movies.UpdateMovie(request, metadata=call(admin, call_id)).cast_ids) == [
+            cast_id
+        ]
+        cast.stop()
+        # The repeat's own cast check fails, but its first try committed: it is answered
+        # from the record...
+        again = movies.UpdateMovie(request, metadata=call(admin, call_id), timeout=10)
+        assert list(again.cast_ids) == [cast_id]
+        # ...where a new call cannot be.
+        down = failure(movies.UpdateMovie, request, metadata=call(admin, new_call()), timeout=10)
+        assert down.code is grpc.StatusCode.UNAVAILABLE
+    finally:
+        movie.stop()
+        cast.stop()
