@@ -11,11 +11,13 @@ RefreshToken is in the load too (each worker refreshes its own session in turn):
 repeats it, and the user service answers a repeat of the call that spent a token with new
 tokens rather than ending the session as a reuse.
 
-Updates, deletes, CancelOrder and Logout are in the load too: Envoy repeats them, and the
-services answer a repeat of one call from their record of it
+Updates, deletes, CancelOrder, Logout and RevokeSession are in the load too: Envoy repeats
+them, and the services answer a repeat of one call from their record of it
 (services/common/handled_calls.py) instead of NOT_FOUND, FAILED_PRECONDITION or a second
-change. (Each worker logs in a few sessions before the load, one login at a time, to log
-them out during it: password checks at once are refused, not queued.)
+change. (Each worker logs in a few sessions before the load, one login at a time, to end
+them during it: password checks at once are refused, not queued. CreateUser and Login,
+which check passwords, stay out of the load for that reason; tests/integration covers
+their repeats.)
 
 No PostgreSQL restart here: tests/support/postgres.py hands out fresh databases on a shared
 server, and scripts/ensure-postgres starts one fixed server for everyone (port 55432);
@@ -315,10 +317,21 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
             ).refresh_token
             for _ in range(WORKERS)
         ]
-        # Sessions each worker logs out during the load.
+        # Sessions each worker logs out, and sessions it revokes by id (as the buyer, from
+        # the buyer's own session), during the load.
         to_log_out = [
             [
                 bearer(system.login(shop.buyer_email, USER_PASSWORD))
+                for _ in range(LOGOUTS_PER_WORKER)
+            ]
+            for _ in range(WORKERS)
+        ]
+        to_revoke = [
+            [
+                users.Login(
+                    user_pb2.LoginRequest(email=shop.buyer_email, password=USER_PASSWORD),
+                    timeout=CALL_TIMEOUT,
+                ).session_id
                 for _ in range(LOGOUTS_PER_WORKER)
             ]
             for _ in range(WORKERS)
@@ -443,11 +456,16 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                         cancel, metadata=shop.buyer, timeout=CALL_TIMEOUT)) is not None:
                     mine.cancelled.append(order.id)
 
-            def rename_buyer_or_log_out() -> None:
+            def rename_buyer_or_end_a_session() -> None:
                 if to_log_out[index] and every_other("user"):
                     session = to_log_out[index].pop()
                     tally.call("Logout", lambda: users.Logout(
                         user_pb2.LogoutRequest(), metadata=session, timeout=CALL_TIMEOUT))
+                    return
+                if to_revoke[index] and every_other("revoke"):
+                    revoke = user_pb2.RevokeSessionRequest(id=to_revoke[index].pop())
+                    tally.call("RevokeSession", lambda: users.RevokeSession(
+                        revoke, metadata=shop.buyer, timeout=CALL_TIMEOUT))
                     return
                 rename = user_pb2.UpdateUserRequest(
                     user=user_pb2.User(id=shop.buyer_id, display_name=f"Buyer {index}"),
@@ -475,7 +493,7 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                 change_movie,
                 change_cast,
                 buy_and_cancel,
-                rename_buyer_or_log_out,
+                rename_buyer_or_end_a_session,
             ]  # fmt: skip
             for turn in itertools.count(index):
                 if time.monotonic() >= stop_at:
