@@ -60,6 +60,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -97,7 +98,7 @@ from cinema.v1 import (
 from services.cast.models import EVENTS as CAST_EVENTS
 from services.common.auth import TokenIssuer, ensure_keypair
 from services.common.clock import as_utc, utc_now
-from services.common.context import Role
+from services.common.context import CALL_ID_METADATA, Role
 from services.common.events import broker
 from services.common.events.store import EventLog, Outbox
 from services.common.ids import new_id
@@ -156,6 +157,7 @@ class _Writes:
         metadata: tuple[tuple[str, str], ...],
         *,
         cycle: bool,
+        call_ids: bool = False,
     ) -> None:
         self._client = client
         self._callables = client.method(path)
@@ -164,6 +166,8 @@ class _Writes:
         self._metadata = metadata
         self._cycle = cycle
         self._next = 0
+        #: A new ``x-cinema-call-id`` on every call, as Envoy sends them (bench.repeats).
+        self._call_prefix = uuid.uuid4().hex if call_ids else None
 
     async def __call__(self, index: int) -> str:
         number = self._next
@@ -174,8 +178,11 @@ class _Writes:
             request = self._requests[number % len(self._requests)]
         else:
             return "client:exhausted"
+        metadata = self._metadata
+        if self._call_prefix is not None:
+            metadata = (*metadata, (CALL_ID_METADATA, f"{self._call_prefix}-{number}"))
         status, _ = await grpc_call(
-            self._callables, number, request, deadline=self._timeout, metadata=self._metadata
+            self._callables, number, request, deadline=self._timeout, metadata=metadata
         )
         return status
 
@@ -218,7 +225,8 @@ class Writes:
 @dataclass(frozen=True)
 class NewPrices:
     """UpdateMovie of the price only, a new price every call (so every call emits
-    MovieChanged with events on); worker ``w`` updates ``movie_ids[w::processes]``."""
+    MovieChanged with events on); worker ``w`` updates ``movie_ids[w::processes]``.
+    ``call_ids``: each call with a new gateway call id, so the service records it."""
 
     target: Target
     movie_ids: tuple[str, ...]
@@ -226,6 +234,7 @@ class NewPrices:
     processes: int
     name: str = "UpdateMovie"
     timeout: float = 5.0
+    call_ids: bool = False
 
     async def open(self, worker: int, callers: int) -> _Writes:
         client = GrpcClient(self.target, 2)
@@ -244,7 +253,13 @@ class NewPrices:
             return movie_pb2.UpdateMovieRequest(movie=movie, update_mask=mask).SerializeToString()
 
         operation = _Writes(
-            client, UPDATE_MOVIE, request, self.timeout, _bearer(self.token), cycle=True
+            client,
+            UPDATE_MOVIE,
+            request,
+            self.timeout,
+            _bearer(self.token),
+            cycle=True,
+            call_ids=self.call_ids,
         )
         return await _opened(operation, self.name)
 

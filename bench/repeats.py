@@ -24,85 +24,28 @@ import argparse
 import contextlib
 import html
 import pathlib
-import random
 import statistics
 import tempfile
-import uuid
 from dataclasses import dataclass
 
-from google.protobuf import field_mask_pb2
-
-from bench import catalogue, fixtures, procfs
-from bench.clients import GrpcClient
+from bench import fixtures, procfs
 from bench.events import (
     MACHINE_PROBES,
+    NewPrices,
     _facts,
     _foreign,
-    _opened,
-    _Writes,
     postgres_helpers,
 )
 from bench.loadgen import LoadPlan, LoadResult, run_load
 from bench.processes import postgres_databases, start_cinema_serve
 from bench.seed import seed_movies
 from bench.target import Target
-from cinema.v1 import money_pb2, movie_pb2
 from services.common import keyring
-from services.common.context import CALL_ID_METADATA
 
-UPDATE_MOVIE = "/cinema.v1.MovieService/UpdateMovie"
 VARIANTS = ("no call id", "call id")
 BEGIN = "<!-- bench-repeats:begin -->"
 END = "<!-- bench-repeats:end -->"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-class _RecordedWrites(_Writes):
-    """``_Writes`` with a new ``x-cinema-call-id`` on every call, as Envoy sends them."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._base = self._metadata
-        self._prefix = uuid.uuid4().hex
-
-    async def __call__(self, index: int) -> str:
-        self._metadata = (*self._base, (CALL_ID_METADATA, f"{self._prefix}-{self._next}"))
-        return await super().__call__(index)
-
-
-@dataclass(frozen=True)
-class NewPrice:
-    """UpdateMovie of the price only, a new price every call; worker ``w`` updates
-    ``movie_ids[w::processes]``, with or without a call id."""
-
-    target: Target
-    movie_ids: tuple[str, ...]
-    token: str
-    processes: int
-    call_ids: bool
-    name: str = "UpdateMovie"
-    timeout: float = 5.0
-
-    async def open(self, worker: int, callers: int) -> _Writes:
-        client = GrpcClient(self.target, 2)
-        await client.wait_ready(within=10.0)
-        mine = self.movie_ids[worker :: self.processes]
-        salt = random.randrange(10**6, 10**9)
-        mask = field_mask_pb2.FieldMask(paths=["price"])
-
-        def request(number: int) -> bytes:
-            movie = movie_pb2.Movie(
-                id=mine[number % len(mine)],
-                price=money_pb2.Money(
-                    currency_code=catalogue.PRICE_CURRENCY, amount_minor=salt + number
-                ),
-            )
-            return movie_pb2.UpdateMovieRequest(movie=movie, update_mask=mask).SerializeToString()
-
-        kind = _RecordedWrites if self.call_ids else _Writes
-        metadata = (("authorization", f"Bearer {self.token}"),)
-        operation = kind(client, UPDATE_MOVIE, request, self.timeout, metadata, cycle=True)
-        return await _opened(operation, self.name)
 
 
 @dataclass(frozen=True)
@@ -157,7 +100,7 @@ def measure(rounds: int, duration: float, concurrency: int) -> list[Round]:
         for number in range(rounds):
             order = VARIANTS if number % 2 == 0 else VARIANTS[::-1]
             for variant in order:
-                scenario = NewPrice(target, movie_ids, token, 2, variant == "call id")
+                scenario = NewPrices(target, movie_ids, token, 2, call_ids=variant == "call id")
                 result = run_load(
                     scenario,
                     plan,

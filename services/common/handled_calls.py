@@ -258,8 +258,7 @@ def once(
     except DomainError:
         # Failed on its own, or because another try of this call did the work first
         # (NOT_FOUND for a delete)? Only the stored call tells.
-        with uow(read_only=True) as reader:
-            stored = reader.calls.find(call.id)
+        stored = _stored(uow, call.id)
         if stored is None:
             raise
     assert stored is not None
@@ -275,8 +274,13 @@ def handled_by(uow: Callable[..., _CallsUnitOfWork]) -> Callable[[str, str], boo
     asks only about a token whose session has ended."""
 
     def handled(method: str, call_id: str) -> bool:
-        with uow(read_only=True) as reader:
-            stored = reader.calls.find(call_id)
+        stored = _stored(uow, call_id)
         return stored is not None and stored.method == method
 
     return handled
+
+
+def _stored(uow: Callable[..., _CallsUnitOfWork], call_id: str) -> Call | None:
+    """The call stored under ``call_id``, read in a unit of work of its own."""
+    with uow(read_only=True) as reader:
+        return reader.calls.find(call_id)

@@ -48,9 +48,9 @@ logger = logging.getLogger(__name__)
 MAX_METADATA_BYTES = 96 * 1024
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 #: The first wait between health checks while a service has not served yet.
 _FIRST_CHECK_DELAY = 0.025
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
