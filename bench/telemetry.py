@@ -12,7 +12,10 @@ and the figure is the median of the per-pair ratios, so the machine's drift (rou
   ratio an identical process gets is what two processes on one machine differ by anyway;
 * ``metrics + traces 0 %``, ``1 %`` and ``100 %``: OpenTelemetry's SDK exporting over OTLP to a
   loopback sink that accepts and drops every batch (parent-based ratio sampling, the
-  ``OTEL_*`` variables a deployment sets).
+  ``OTEL_*`` variables a deployment sets), with Cinema's served-call spans
+  (services/common/served_spans.py) and span encoder (services/common/otlp_spans.py);
+* ``metrics + traces 100 %, stock SDK``: the same with the SDK's own spans and encoder
+  (bench/stock_sdk/sitecustomize.py puts them back in that process).
 
 GetMovie is called directly on the replica (no Envoy), closed loop, by the benchmark's
 load generator; the figures are successful calls per second, the median and range of the
@@ -23,6 +26,7 @@ Only loopback is used; it stops by itself.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import functools
 import html
@@ -52,24 +56,40 @@ VARIANTS: dict[str, dict[str, str]] = {
     "metrics + traces 0 %": {"OTEL_TRACES_SAMPLER_ARG": "0"},
     "metrics + traces 1 %": {"OTEL_TRACES_SAMPLER_ARG": "0.01"},
     "metrics + traces 100 %": {"OTEL_TRACES_SAMPLER_ARG": "1.0"},
+    # The SDK's own served-call spans and span encoder instead of Cinema's.
+    "metrics + traces 100 %, stock SDK": {
+        "OTEL_TRACES_SAMPLER_ARG": "1.0",
+        "PYTHONPATH": str(pathlib.Path(__file__).with_name("stock_sdk")),
+    },
 }
 
 
 class _DropSink(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP receiver that accepts every export and keeps nothing."""
+    """An OTLP receiver that accepts every export and keeps only a count of the spans of
+    each ``service.name`` (each variant's own), so a variant that stopped exporting shows."""
+
+    def __init__(self) -> None:
+        self.spans: collections.Counter[str] = collections.Counter()
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            service = next(
+                (a.value.string_value for a in resource_spans.resource.attributes
+                 if a.key == "service.name"), "",
+            )  # fmt: skip
+            self.spans[service] += sum(len(scope.spans) for scope in resource_spans.scope_spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def _sink() -> tuple[grpc.Server, int]:
+def _sink() -> tuple[grpc.Server, int, _DropSink]:
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_DropSink(), server)  # type: ignore[no-untyped-call]
+    sink = _DropSink()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return server, port
+    return server, port, sink
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     others = [name for name in names if name != args.reference]
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
     _, public_key = ensure_keypair(work / "keys")
-    sink, sink_port = _sink()
+    sink, sink_port, received = _sink()
+    calls_made: collections.Counter[str] = collections.Counter()
     ratios: dict[str, list[float]] = {name: [] for name in others}
     cpu_ratios: dict[str, list[float]] = {name: [] for name in others}
     throughput: dict[str, list[float]] = {name: [] for name in names}
@@ -109,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if "OTEL_TRACES_SAMPLER_ARG" in extra:
                     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
                     env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+                    env["OTEL_SERVICE_NAME"] = name  # the sink counts each variant's spans
                 children[name] = start_cinema_serve(
                     "movie", env, work, name=name.replace(" ", "").replace("%", "pct")
                 )
@@ -125,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 cpu = result.process_cpu_seconds.get("server", 0.0) / max(result.ok, 1) * 1e6
                 throughput[name].append(result.throughput)
+                calls_made[name] += result.ok
                 cpu_per_call[name].append(cpu)
                 return result.throughput
 
@@ -148,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
         finally:
             for child in children.values():
-                child.stop(timeout=5)
+                child.stop(timeout=5)  # a traced one flushes its spans as it stops
             sink.stop(0)
     print(
         f"\nvariant                   calls/s   vs {args.reference} (median, range of"
@@ -167,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         spread = f"({min(ratios[name]):.2f}-{max(ratios[name]):.2f})"
         cpu_ratio = statistics.median(cpu_ratios[name])
         print(f"{name:<24} {calls:8.0f}   {ratio:4.2f} {spread:<26}{cpu:8.0f} ({cpu_ratio:.2f})")
+    traced = [name for name in names if "OTEL_TRACES_SAMPLER_ARG" in VARIANTS[name]]
+    for name in traced:
+        # Warm-up calls are traced too, so slightly more than one span per call at 100 %.
+        spans = received.spans[name]
+        print(f"{name}: {spans:,} spans exported for {calls_made[name]:,} calls measured")
     if args.svg:
         subtitle = f"GetMovie direct, vs {args.reference}: median of {args.rounds} paired rounds"
         args.svg.write_text(_svg(medians, subtitle))

@@ -245,9 +245,10 @@ class TracingInterceptor(_WrappingInterceptor):
     (``python -m bench.telemetry``, docs/benchmarks.md). Here the handler is wrapped once
     per method, and a call that is not recorded gets a bare context from
     :func:`services.common.tracing.unsampled_context` and never meets the SDK. A recorded
-    call's span has the call's final code as its status, read from the servicer context
-    once the inner interceptors are done (``tracing.record_status``). Health checks
-    (Envoy's, each second) start no span.
+    call's span is a :class:`services.common.served_spans.ServedCallSpan` (the SDK's span
+    when another sampler than Cinema's is configured), with the call's final code as its
+    status, read from the servicer context once the inner interceptors are done
+    (``tracing.record_status``). Health checks (Envoy's, each second) start no span.
     """
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
@@ -257,12 +258,13 @@ class TracingInterceptor(_WrappingInterceptor):
         from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind
 
-        from services.common.tracing import record_status, unsampled_context
+        from services.common.tracing import record_status, served_spans, unsampled_context
 
         tracer = trace.get_tracer("cinema.server")
         service, _, name = method.lstrip("/").rpartition("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
         extract, attach, detach = propagate.extract, otel_context.attach, otel_context.detach
+        get_current_span, set_span_in_context = trace.get_current_span, trace.set_span_in_context
 
         def traced(request: Any, context: grpc.ServicerContext) -> Any:
             carrier = {k: v for k, v in context.invocation_metadata() if k in _TRACE_HEADERS}
@@ -274,18 +276,30 @@ class TracingInterceptor(_WrappingInterceptor):
                     return behavior(request, context)
                 finally:
                     detach(token)
-            with tracer.start_as_current_span(
-                method,
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ):
-                try:
-                    return behavior(request, context)
-                finally:
-                    code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
-                    record_status(code, context.details() or "")  # type: ignore[attr-defined]
+            served = served_spans()
+            if served is None:  # another sampler: the SDK's span, and its sampler decides
+                with tracer.start_as_current_span(
+                    method,
+                    context=parent,
+                    kind=SpanKind.SERVER,
+                    attributes=attributes,
+                    record_exception=False,
+                    set_status_on_exception=False,
+                ):
+                    try:
+                        return behavior(request, context)
+                    finally:
+                        code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+                        record_status(code, context.details() or "")  # type: ignore[attr-defined]
+            caller = None if parent is None else get_current_span(parent).get_span_context()
+            span = served.start(method, caller, attributes)
+            token = attach(set_span_in_context(span))
+            try:
+                return behavior(request, context)
+            finally:
+                code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+                record_status(code, context.details() or "")  # type: ignore[attr-defined]
+                detach(token)
+                span.end()
 
         return traced

@@ -33,6 +33,8 @@ import grpc
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from services.common.served_spans import ServedSpans
+
 logger = logging.getLogger(__name__)
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -51,17 +53,24 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     if not any(env.get(variable) for variable in _ENDPOINT_VARIABLES):
         return False
     from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from services.common.otlp_spans import OTLPSpanExporter
+
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the default.
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service})
     provider = TracerProvider(resource=resource, sampler=_sampler(env))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    processor = BatchSpanProcessor(OTLPSpanExporter())
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _enabled = True
+    if _root_bound is not None:  # Cinema's sampler: the server interceptor decides
+        from services.common.served_spans import ServedSpans
+
+        global _served
+        _served = ServedSpans(processor, resource, "cinema.server")
     logger.info("exporting traces over OTLP to %s", _endpoint(env))
     return True
 
@@ -115,6 +124,8 @@ def _sampler(env: Mapping[str, str]) -> Any:
 # The served-call ratio as a bound on a trace id's low 64 bits (OpenTelemetry's
 # TraceIdRatioBased), when Cinema's sampler is in use; None otherwise.
 _root_bound: int | None = None
+# What makes a recorded served call's span when Cinema's sampler is in use; None otherwise.
+_served: ServedSpans | None = None
 _LOW_64 = (1 << 64) - 1
 
 
@@ -146,6 +157,13 @@ def unsampled_context(parent: Any) -> Any:
         return None
     span_context = SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False)
     return trace.set_span_in_context(NonRecordingSpan(span_context))
+
+
+def served_spans() -> ServedSpans | None:
+    """What starts the span of a served call that :func:`unsampled_context` chose to record
+    (:mod:`services.common.served_spans`), or None when another sampler than Cinema's is
+    configured: then the SDK's tracer starts it and its sampler decides."""
+    return _served
 
 
 def _endpoint(env: Mapping[str, str]) -> str:
