@@ -211,12 +211,12 @@ def _svg(ratios: dict[str, float], subtitle: str) -> str:
         width = 360 * value / top
         rows.append(
             f'<text x="10" y="{y + 13}" font-size="12">{html.escape(name)}</text>'
-            f'<rect x="190" y="{y}" width="{width:.1f}" height="18" fill="#2f6db5"/>'
-            f'<text x="{196 + width:.1f}" y="{y + 13}" font-size="12">{value:.2f}</text>'
+            f'<rect x="250" y="{y}" width="{width:.1f}" height="18" fill="#2f6db5"/>'
+            f'<text x="{256 + width:.1f}" y="{y + 13}" font-size="12">{value:.2f}</text>'
         )
     height = 60 + 30 * len(ratios)
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="680" height="{height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="740" height="{height}" '
         'font-family="sans-serif">'
         '<text x="10" y="20" font-size="14" font-weight="bold">What telemetry costs GetMovie'
         f'</text><text x="10" y="38" font-size="11">{html.escape(subtitle)}</text>'

@@ -10,13 +10,18 @@ the API's no-op tracer costs nothing per call and nothing is exported.
 What is traced, once :func:`configure` ran:
 
 * every served call (:class:`services.common.interceptors.TracingInterceptor`, which
-  continues the caller's W3C ``traceparent``; leaner than the instrumentation's own);
+  continues the caller's W3C ``traceparent``; leaner than the instrumentation's own), its
+  span a :class:`services.common.served_spans.ServedCallSpan` under Cinema's sampler;
 * every peer call (its client interceptor on :class:`services.common.peers.PeerChannel`),
   so a buy is one trace through Envoy, order, user and movie;
 * every SQL statement SQLAlchemy runs, as a CLIENT span under the call's when that one
   is recorded (:func:`trace_statements`, on every engine :func:`services.common.db.make_engine`
   makes). Movie's GetMovie runs its prepared statement on the raw driver cursor, past
   SQLAlchemy, and has no statement span.
+
+Spans go to the SDK's batch processor and out through
+:class:`services.common.otlp_spans.OTLPSpanExporter`, the SDK's OTLP/gRPC exporter with
+Cinema's encoder.
 """
 
 from __future__ import annotations
