@@ -49,7 +49,8 @@ _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
 _EMPTY_STATUS = b"\x7a\x00"  # Span.status (field 15), unset: the SDK always sends one
 
 # What repeats from span to span, encoded once: attributes by (key, value type, value), a
-# span's attributes together by their items, span names. Each cleared at this many entries.
+# span's attributes together by their items, span names, resources and scopes. Each is
+# cleared when it reaches this many entries.
 _CACHE_LIMIT = 4096
 _CACHEABLE = frozenset((str, int, bool))
 _attributes: dict[tuple[str, type, Any], bytes] = {}
@@ -211,6 +212,8 @@ def _encoded_span(span: ReadableSpan) -> bytes:
 def _cached(item: object, encode: Any) -> bytes:
     entry = _objects.get(id(item))
     if entry is None or entry[0] is not item:
+        if len(_objects) >= _CACHE_LIMIT:
+            _objects.clear()
         entry = _objects[id(item)] = (item, encode(item))
     return entry[1]
 

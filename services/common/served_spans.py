@@ -49,8 +49,9 @@ class ServedSpans:
         self, name: str, parent: SpanContext | None, attributes: Mapping[str, types.AnyValue]
     ) -> ServedCallSpan:
         """A started SERVER span: a child of ``parent`` (a caller's sampled span) when there is
-        one, else the root of a new trace. ``attributes`` is kept, not copied: it must not
-        change."""
+        one, else the root of a new trace. ``attributes`` is kept, not copied or checked: it
+        must not change, and its values must be valid within the limits (the method's own
+        few strings are)."""
         if parent is not None and parent.is_valid:
             trace_id, trace_state = parent.trace_id, parent.trace_state
         else:

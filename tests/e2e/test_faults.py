@@ -15,9 +15,12 @@ Updates, deletes, CancelOrder, Logout and RevokeSession are in the load too: Env
 them, and the services answer a repeat of one call from their record of it
 (services/common/handled_calls.py) instead of NOT_FOUND, FAILED_PRECONDITION or a second
 change. (Each worker logs in a few sessions before the load, one login at a time, to end
-them during it: password checks at once are refused, not queued. CreateUser and Login,
-which check passwords, stay out of the load for that reason; tests/integration covers
-their repeats.)
+them during it: password checks beyond two at once per replica are refused, not queued.)
+
+CreateUser (with a request_id) and Login are in the load too, from one worker only
+(:data:`REGISTRAR`), which registers accounts and logs in with each: one password check at
+a time, so the refusal above never meets the load. A CreateUser that Envoy repeats after
+a kill must answer the account the first try made, not ALREADY_EXISTS for its email.
 
 No PostgreSQL restart here: tests/support/postgres.py hands out fresh databases on a shared
 server, and scripts/ensure-postgres starts one fixed server for everyone (port 55432);
@@ -76,6 +79,8 @@ SLOW_SECONDS = 1.0
 USER_PASSWORD = "faults-and-films-2026"  # test-only
 #: Sessions each worker logs in before the kill load and logs out during it.
 LOGOUTS_PER_WORKER = 2
+#: The one worker that registers accounts and logs in with them during the kill load.
+REGISTRAR = 0
 
 Metadata = tuple[tuple[str, str], ...]
 T = TypeVar("T")
@@ -226,6 +231,9 @@ class Created:
     cancelled: list[str] = field(default_factory=list)
     #: The title each renamed movie was given last.
     titles: dict[str, str] = field(default_factory=dict)
+    #: Accounts registered (id to email), and those that then logged in.
+    users: dict[str, str] = field(default_factory=dict)
+    logged_in: list[str] = field(default_factory=list)
 
 
 def run_load(
@@ -385,6 +393,22 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                 if paid is not None:
                     mine.paid.append(paid.id)
 
+            def register_and_log_in() -> None:
+                email = f"{prefix}user-{index}-{next(numbers)}@cinema.test"
+                request = user_pb2.CreateUserRequest(
+                    user=user_pb2.User(email=email, display_name="Fault", password=USER_PASSWORD),
+                    request_id=str(uuid.uuid4()),
+                )
+                user = tally.call(
+                    "CreateUser", lambda: users.CreateUser(request, timeout=CALL_TIMEOUT)
+                )
+                if user is None:
+                    return
+                mine.users[user.id] = email
+                login = user_pb2.LoginRequest(email=email, password=USER_PASSWORD)
+                if tally.call("Login", lambda: users.Login(login, timeout=CALL_TIMEOUT)):
+                    mine.logged_in.append(user.id)
+
             def refresh() -> None:
                 request = user_pb2.RefreshTokenRequest(refresh_token=sessions[index])
                 grant = tally.call(
@@ -495,6 +519,8 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                 buy_and_cancel,
                 rename_buyer_or_end_a_session,
             ]  # fmt: skip
+            if index == REGISTRAR:
+                calls.append(register_and_log_in)
             for turn in itertools.count(index):
                 if time.monotonic() >= stop_at:
                     return tally
@@ -519,6 +545,13 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
         stored_movies = [(m.id, m.title) for m in all_movies(movies)]
         stored_casts = [(c.id, c.name) for c in all_casts(casts)]
         stored_orders = all_orders(orders, shop.buyer)
+        registered = {i: e for c in created for i, e in c.users.items()}
+        stored_users = {
+            i: users.GetUser(
+                user_pb2.GetUserRequest(id=i), metadata=shop.admin, timeout=CALL_TIMEOUT
+            ).email
+            for i in registered
+        }
 
     deleted = {i for c in created for i in c.deleted_movies + c.deleted_casts}
     made_movies = [i for c in created for i in c.movies if i not in deleted]
@@ -542,6 +575,11 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
     assert {i: t for i, t in stored_movies if i in titles} == titles
     cancelled = {i for c in created for i in c.cancelled}
     assert cancelled, "the load cancelled nothing"
+    # A CreateUser applied twice would have failed its repeat on the taken email; each
+    # account answered is stored with its own email, and it could log in.
+    assert registered and created[REGISTRAR].logged_in, "the load registered nobody"
+    assert stored_users == registered
+    assert sorted(created[REGISTRAR].logged_in) == sorted(registered)
     for order in stored_orders:
         if order.id in cancelled:
             assert order.status == order_pb2.ORDER_STATUS_CANCELLED, order
