@@ -45,6 +45,14 @@ class ServedSpans:
         self.scope = InstrumentationScope(scope, "")  # as TracerProvider.get_tracer(scope) has it
         self.limits = SpanLimits()  # reads OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT and the others
 
+    def fixed_attributes(
+        self, limit: int | None, attributes: types.Attributes
+    ) -> BoundedAttributes:
+        """An event's or a link's attributes, as the SDK keeps them: bounded, immutable."""
+        return BoundedAttributes(
+            limit, attributes, max_value_len=self.limits.max_attribute_length, immutable=True
+        )
+
     def start(
         self, name: str, parent: SpanContext | None, attributes: Mapping[str, types.AnyValue]
     ) -> ServedCallSpan:
@@ -137,12 +145,7 @@ class ServedCallSpan(trace.Span):
         limits = self._spans.limits
         if self._events is None:
             self._events = BoundedList(limits.max_events)
-        bounded = BoundedAttributes(
-            limits.max_event_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
+        bounded = self._spans.fixed_attributes(limits.max_event_attributes, attributes)
         self._events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
@@ -154,12 +157,7 @@ class ServedCallSpan(trace.Span):
         limits = self._spans.limits
         if self._links is None:
             self._links = BoundedList(limits.max_links)
-        bounded = BoundedAttributes(
-            limits.max_link_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
+        bounded = self._spans.fixed_attributes(limits.max_link_attributes, attributes)
         self._links.append(Link(context=context, attributes=bounded))
 
     def update_name(self, name: str) -> None:

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -33,21 +32,7 @@ from opentelemetry.trace import (
 )
 
 from services.common import otlp_spans
-
-
-class _Keep(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-
-def _provider(resource: Resource, keep: _Keep, limits: SpanLimits | None = None) -> TracerProvider:
-    provider = TracerProvider(resource=resource, span_limits=limits)
-    provider.add_span_processor(SimpleSpanProcessor(keep))
-    return provider
+from tests.support.spans import KeepSpans, keeping_provider
 
 
 def _assert_same(spans: Sequence[ReadableSpan]) -> None:
@@ -109,7 +94,7 @@ span_plans = st.fixed_dictionaries(
 )
 
 
-def _tracers(keep: _Keep) -> list[list[Any]]:
+def _tracers(keep: KeepSpans) -> list[list[Any]]:
     """Three providers: two with equal resources (distinct objects), one with its own and
     a limit of two attributes (so some spans drop some); four tracers each, two of them
     equal scopes."""
@@ -119,9 +104,11 @@ def _tracers(keep: _Keep) -> list[list[Any]]:
         Resource({"service.name": "order", "replica": 2, "ratio": 0.5}, schema_url="https://x/1"),
     ]
     providers = [
-        _provider(resources[0], keep),
-        _provider(resources[1], keep),
-        _provider(resources[2], keep, SpanLimits(max_attributes=2, max_events=1, max_links=1)),
+        keeping_provider(resources[0], keep),
+        keeping_provider(resources[1], keep),
+        keeping_provider(
+            resources[2], keep, SpanLimits(max_attributes=2, max_events=1, max_links=1)
+        ),
     ]
     return [
         [
@@ -181,7 +168,7 @@ def _make(plan: dict[str, Any], tracers: list[list[Any]]) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(span_plans, min_size=1, max_size=8))
 def test_generated_spans_encode_exactly_as_the_sdk_does(plans: list[dict[str, Any]]) -> None:
-    keep = _Keep()
+    keep = KeepSpans()
     tracers = _tracers(keep)
     for plan in plans:
         _make(plan, tracers)
@@ -193,8 +180,10 @@ def test_a_served_call_span_is_written_by_cinema_not_by_the_sdk_fallback(
 ) -> None:
     """The spans Cinema makes (a server span with string attributes, a status, a remote
     parent) take the direct path: the fallback is never called for them."""
-    keep = _Keep()
-    tracer = _provider(Resource.create({"service.name": "movie"}), keep).get_tracer("cinema.server")
+    keep = KeepSpans()
+    tracer = keeping_provider(Resource.create({"service.name": "movie"}), keep).get_tracer(
+        "cinema.server"
+    )
     parent = set_span_in_context(
         NonRecordingSpan(SpanContext(7, 9, is_remote=True, trace_flags=TraceFlags(1)))
     )
@@ -228,8 +217,8 @@ def test_a_served_call_span_is_written_by_cinema_not_by_the_sdk_fallback(
 def test_values_that_are_equal_in_python_are_not_confused_by_the_caches() -> None:
     """1, 1.0 and True are equal dict keys, so are 0.0 and -0.0: each keeps its own type
     and bits, in any order and any number of times."""
-    keep = _Keep()
-    tracer = _provider(Resource.create({}), keep).get_tracer("t")
+    keep = KeepSpans()
+    tracer = keeping_provider(Resource.create({}), keep).get_tracer("t")
     for value in (1, 1.0, True, 0, 0.0, -0.0, False, 1, True, -0.0, 0.0):
         tracer.start_span("s", attributes={"v": value}).end()
         tracer.start_span("s", attributes={"v": value, "w": value}).end()
@@ -240,8 +229,10 @@ def test_values_that_are_equal_in_python_are_not_confused_by_the_caches() -> Non
 
 def test_the_exporter_sends_the_request_it_encodes() -> None:
     """The exporter's translation step is the encoder's bytes as a request message."""
-    keep = _Keep()
-    tracer = _provider(Resource.create({"service.name": "movie"}), keep).get_tracer("cinema.server")
+    keep = KeepSpans()
+    tracer = keeping_provider(Resource.create({"service.name": "movie"}), keep).get_tracer(
+        "cinema.server"
+    )
     tracer.start_span("GetMovie", kind=SpanKind.SERVER, attributes={"rpc.system": "grpc"}).end()
     exporter = otlp_spans.OTLPSpanExporter(endpoint="http://127.0.0.1:1", insecure=True)
     try:

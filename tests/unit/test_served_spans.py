@@ -9,7 +9,6 @@ from each must encode to the same OTLP span, times aside.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,9 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _encode_span
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -33,6 +31,7 @@ from opentelemetry.trace import (
 )
 
 from services.common.served_spans import ServedSpans
+from tests.support.spans import KeepSpans, keeping_provider
 
 ATTRIBUTES = {
     "rpc.system": "grpc",
@@ -41,20 +40,10 @@ ATTRIBUTES = {
 }
 
 
-class _Keep(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-
-def _pair() -> tuple[Any, ServedSpans, _Keep, _Keep]:
+def _pair() -> tuple[Any, ServedSpans, KeepSpans, KeepSpans]:
     resource = Resource.create({"service.name": "movie"})
-    sdk_spans, ours = _Keep(), _Keep()
-    provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
-    provider.add_span_processor(SimpleSpanProcessor(sdk_spans))
+    sdk_spans, ours = KeepSpans(), KeepSpans()
+    provider = keeping_provider(resource, sdk_spans)
     served = ServedSpans(SimpleSpanProcessor(ours), resource, "cinema.server")
     return provider.get_tracer("cinema.server"), served, sdk_spans, ours
 
