@@ -205,16 +205,19 @@ def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     return traced
 
 
-def record_status(code: grpc.StatusCode, message: str = "") -> None:
+def record_status(code: grpc.StatusCode, message: str | bytes = "") -> None:
     """Mark the current (server) span with the call's final code: ERROR for any failed call.
 
     Called by :class:`services.common.interceptors.TracingInterceptor` once the call is
     done, with the code the servicer context holds (``abort_with_status`` included). Any
     non-OK code is an error (the operator's question is "which calls failed"), also where
-    the semantic conventions leave client errors unset.
+    the semantic conventions leave client errors unset. ``message`` is the context's
+    details, which grpc keeps as bytes once a call is aborted.
     """
     if not _enabled or code is grpc.StatusCode.OK:
         return
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
     from opentelemetry import trace
     from opentelemetry.trace import Status, StatusCode
 

@@ -123,6 +123,8 @@ def test_a_failed_call_is_an_error_span_and_its_log_line_has_the_trace_id(
     spans = _trace_of(TraceStore(system.data_dir), missing.headers["x-request-id"], {"movie"})
     (served,) = [s for s in spans if s.service == "movie" and s.kind == "SERVER"]
     assert served.status == "ERROR"
+    # The servicer context holds the details as bytes; the span says them as text.
+    assert served.status_message == "NOT_FOUND: movie 'no-such-movie' not found"
     log = (system.data_dir / "logs" / "movie-1.log").read_text().splitlines()
     records = [json.loads(line) for line in log if line.startswith("{")]
     assert any(
