@@ -629,6 +629,13 @@ def _transcoder(topology: Topology) -> dict[str, Any]:
     }
 
 
+#: On a route: none of its requests is traced, whatever the sampling and the traceparent.
+#: Health checks (load balancers', probes', ``cinema up`` waiting for readiness) would
+#: otherwise fill the traces with polls, and ``cinema trace`` would pick a failed poll at
+#: start as the latest failed call; the services start no span for them either.
+_NOT_TRACED = {"tracing": {"overall_sampling": {"numerator": 0}}}
+
+
 def _routes(*, rate_limits: bool = True) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = [
         *_method_not_allowed_routes(),
@@ -641,6 +648,7 @@ def _routes(*, rate_limits: bool = True) -> list[dict[str, Any]]:
             "route": {"cluster": SIDECAR_HTTP_CLUSTER, "timeout": "5s"},
             # reject_unknown_method would answer 404 for a path no RPC binds.
             "typed_per_filter_config": _disabled(TRANSCODER_FILTER),
+            **_NOT_TRACED,
         },
         *(
             {
@@ -650,6 +658,7 @@ def _routes(*, rate_limits: bool = True) -> list[dict[str, Any]]:
                 # client wants, so no route timeout and no buffering of the request.
                 "route": {"cluster": SIDECAR_GRPC_CLUSTER, "timeout": "0s"},
                 "typed_per_filter_config": _disabled(BUFFER_FILTER, TRANSCODER_FILTER),
+                **(_NOT_TRACED if name == "health" else {}),
             }
             for name, prefix in (
                 ("reflection-v1alpha", _GRPC_REFLECTION_PREFIXES[0]),

@@ -143,3 +143,23 @@ def test_every_process_is_in_the_prometheus_target_list(traced: RunningSystem) -
             text = reply.read().decode()
         expected = "envoy_" if target["labels"]["job"] == "envoy" else "cinema_rpc_server"
         assert expected in text, url
+
+
+def test_health_checks_leave_no_trace(traced: RunningSystem) -> None:
+    """Polls of /healthz (load balancers', probes', ``cinema up`` waiting at start) are not
+    traced by Envoy, so they neither crowd the store nor become ``cinema trace``'s latest
+    failed call; a call after them still is."""
+    system = traced
+    polls = [system.request("GET", "/healthz") for _ in range(3)]
+    assert [poll.status for poll in polls] == [200, 200, 200]
+    poll_ids = {poll.headers["x-request-id"] for poll in polls}
+    after = system.request("GET", "/api/v1/movies")
+    assert after.status == 200
+    store = TraceStore(system.data_dir)
+    _trace_of(store, after.headers["x-request-id"], {"envoy", "movie"})
+    traced_ids = {
+        span.attributes.get("guid:x-request-id")
+        for summary in store.traces(limit=500)
+        for span in store.spans(summary.trace_id)
+    }
+    assert not poll_ids & traced_ids, "a /healthz poll was traced"
