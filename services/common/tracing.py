@@ -53,7 +53,7 @@ def enabled() -> bool:
 
 def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     """Install the SDK with an OTLP/gRPC exporter when an endpoint is set; whether it did."""
-    global _enabled
+    global _enabled, _served
     env = os.environ if environ is None else environ
     if not any(env.get(variable) for variable in _ENDPOINT_VARIABLES):
         return False
@@ -63,6 +63,7 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from services.common.otlp_spans import OTLPSpanExporter
+    from services.common.served_spans import ServedSpans
 
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the default.
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service})
@@ -71,11 +72,8 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _enabled = True
-    if _root_bound is not None:  # Cinema's sampler: the server interceptor decides
-        from services.common.served_spans import ServedSpans
-
-        global _served
-        _served = ServedSpans(processor, resource, "cinema.server")
+    # Under Cinema's sampler the server interceptor decides, and starts the span itself.
+    _served = None if _root_bound is None else ServedSpans(processor, resource, "cinema.server")
     logger.info("exporting traces over OTLP to %s", _endpoint(env))
     return True
 
