@@ -3,6 +3,7 @@ calling each other directly (the gateway is covered by the end-to-end tests)."""
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import pytest
 
 from cinema.v1 import cast_pb2_grpc, movie_pb2_grpc
 from services.common.context import Role
+from services.trace_store import TraceReceiver
 from tests.conftest import DatabaseFactory
 from tests.support.servers import RunningService, service_settings, start_service
 from tests.support.tokens import SigningKeys
@@ -45,3 +47,12 @@ def catalogue(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Catalog
     finally:
         movie.stop()
         cast.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path: pathlib.Path) -> Iterator[TraceReceiver]:
+    """A loopback OTLP receiver keeping spans under ``tmp_path`` (read them with TraceStore)."""
+    started = TraceReceiver(tmp_path)
+    started.start()
+    yield started
+    started.stop(grace=0)

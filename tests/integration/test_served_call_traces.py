@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -20,14 +19,6 @@ from tests.support.tokens import SigningKeys
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
-
-
-@pytest.fixture
-def receiver(tmp_path: pathlib.Path) -> Iterator[TraceReceiver]:
-    started = TraceReceiver(tmp_path)
-    started.start()
-    yield started
-    started.stop(grace=0)
 
 
 def _served_spans(store: TraceStore, trace_id: str) -> list[Span]:

@@ -12,7 +12,6 @@ import queue
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -36,14 +35,6 @@ from services.trace_store import (
     TraceStore,
 )
 from tests.support.processes import tool
-
-
-@pytest.fixture
-def receiver(tmp_path: pathlib.Path) -> Iterator[TraceReceiver]:
-    started = TraceReceiver(tmp_path)
-    started.start()
-    yield started
-    started.stop(grace=0)
 
 
 def provider_for(port: int, service: str) -> TracerProvider:
