@@ -180,8 +180,9 @@ def _span(span: ReadableSpan) -> bytes:
         parts += (b"\x39", _pack_q(span.start_time))
     if span.end_time:
         parts += (b"\x41", _pack_q(span.end_time))
-    if span.attributes:
-        parts.append(_span_attributes(span.attributes))
+    attributes = span.attributes  # a new read-only view each time it is asked for
+    if attributes:
+        parts.append(_span_attributes(attributes))
     if span.dropped_attributes:
         parts += (b"\x50", _varint(span.dropped_attributes))
     if span.dropped_events:
