@@ -30,7 +30,10 @@ RUN pip --python /opt/cinema/bin/python install .
 FROM ${PYTHON_IMAGE} AS runtime
 # The base image's own installer is not needed at run time either.
 RUN python -m pip uninstall --yes pip setuptools wheel \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin cinema
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin cinema \
+    && install -d -o cinema -g cinema -m 0700 /var/spool/cinema
+# /var/spool/cinema: the user service's mail when it goes to files (compose's user-mail
+# volume starts as a copy of it, owned by cinema).
 COPY --from=build /opt/cinema /opt/cinema
 # Read by Envoy's gRPC-JSON transcoder; the path is CONTAINER_DESCRIPTOR_SET in
 # gateway/envoy_config.py, which renders envoy.yaml.

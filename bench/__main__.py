@@ -150,7 +150,11 @@ def build_scenario(args: argparse.Namespace) -> Scenario:
             target, token, fixtures.ensure_casts(target, token), args.timeout
         )
     if name == "buy-json":
-        token = args.token or fixtures.register_user(target)[1]
+        if args.token is None and args.key_dir is None:
+            raise SystemExit("buy-json needs --token (a user's) or --key-dir (to make one)")
+        token = args.token
+        if token is None:
+            token = fixtures.register_user(target, fixtures.mint_admin_token(args.key_dir))[1]
         return scenarios.BuyJson(target, token, _movie_ids(args, args.target), args.timeout)
     raise SystemExit(f"unknown scenario {name}")  # pragma: no cover - argparse checks
 

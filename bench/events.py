@@ -790,6 +790,7 @@ class Bench:
                         password=new_id(),
                     )
                 ),
+                metadata=_bearer(self.admin_token),
                 timeout=30,
             )
         self.user_id = user.id

@@ -558,7 +558,7 @@ def run_suite(suite: Suite) -> None:
             admin = fixtures.mint_admin_token(data_dir / "keys")
             cast_ids = fixtures.ensure_casts(envoy, admin)
             ids = seed.seed_movies(urls["movie"], 1000, cast_ids)
-            _, user_token = fixtures.register_user(envoy)
+            _, user_token = fixtures.register_user(envoy, admin)
             run_ceilings(suite, urls["movie"], ids, prefix)
             run_serving_models(suite, urls["movie"], ids)
             run_system_scenarios(

@@ -122,6 +122,8 @@ RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType(
     {
         "/cinema.v1.UserService/Login": RateLimit(burst=10, per_minute=10),
         "/cinema.v1.UserService/CreateUser": RateLimit(burst=5, per_minute=5),
+        # A link is followed once or twice; its 256-bit token cannot be guessed anyway.
+        "/cinema.v1.UserService/VerifyEmail": RateLimit(burst=10, per_minute=10),
         # A client refreshes once per access token (5 minutes); guessing tokens needs many.
         "/cinema.v1.UserService/RefreshToken": RateLimit(burst=20, per_minute=20),
     }
@@ -382,6 +384,10 @@ REPEATABLE_WRITES: Mapping[str, RepeatableWrite] = MappingProxyType(
                 ("UserService", "User"),
             )
         },
+        # A registration's link followed again answers the account it made the first time.
+        "/cinema.v1.UserService/VerifyEmail": RepeatableWrite(
+            "a repeat answers the account the first one made"
+        ),
         # Login changes nothing that is stored; a repeat only signs a second token, which
         # the caller never sees. Should logins ever be counted (lockout), remove it here.
         "/cinema.v1.UserService/Login": RepeatableWrite("changes no stored state"),

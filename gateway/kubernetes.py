@@ -104,6 +104,8 @@ JWT_PRIVATE_FILE = "jwt_private_key.pem"
 #: The first admin (keys ``email`` and ``password``); optional, so it can be deleted once
 #: the admin exists.
 ADMIN_SECRET = "cinema-admin"  # noqa: S105 - a Secret's name
+#: The user service's mailer: ``url`` (CINEMA_MAIL_URL) and ``public-url``, both optional.
+MAIL_SECRET = "cinema-mail"  # noqa: S105 - a Secret's name
 
 HPA_MIN_REPLICAS = 2
 HPA_MAX_REPLICAS = 6
@@ -420,6 +422,20 @@ def service_manifests(key: str) -> list[dict[str, Any]]:
             for variable, secret_key in (
                 ("CINEMA_ADMIN_EMAIL", "email"),
                 ("CINEMA_ADMIN_PASSWORD", "password"),
+            )
+        ]
+        # Registration mails its link (services/user/mail.py): the SMTP URL holds a
+        # password, so a Secret; without one, mail stays in the pod's /tmp.
+        serve_env += [
+            {
+                "name": variable,
+                "valueFrom": {
+                    "secretKeyRef": {"name": MAIL_SECRET, "key": secret_key, "optional": True}
+                },
+            }
+            for variable, secret_key in (
+                ("CINEMA_MAIL_URL", "url"),
+                ("CINEMA_PUBLIC_URL", "public-url"),
             )
         ]
     mounts = [

@@ -4,7 +4,7 @@ Envoy sends every request that is not gRPC, not ``/api/...`` and not ``/healthz`
 gateway sidecar's plain HTTP server, which hands it to :meth:`Site.answer`. So the pages
 are on the same origin as the JSON API they call, and need no CORS.
 
-* ``/``, ``/movies/{id}``, ``/login``, ``/register``, ``/basket``, ``/orders``,
+* ``/``, ``/movies/{id}``, ``/login``, ``/register``, ``/verify``, ``/basket``, ``/orders``,
   ``/orders/{id}``, ``/admin``: the shop, plain HTML pages from ``gateway/web/pages/``.
   Each loads one small vanilla-JavaScript module from ``gateway/web/static/`` that calls
   the JSON API with ``fetch``. No framework and no build step: the shop is a thin client
@@ -58,6 +58,7 @@ PAGES: Mapping[str, str] = {
     "/": "catalogue.html",
     "/login": "login.html",
     "/register": "register.html",
+    "/verify": "verify.html",
     "/basket": "basket.html",
     "/orders": "orders.html",
     "/admin": "admin.html",

@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     # Listed for --help; its arguments are parsed by gateway.sidecar itself (see main).
     commands.add_parser("gateway-sidecar", help="the gateway's reflection and /healthz companion")
     _add_trace_commands(commands)
+    _add_mail_command(commands)
     keys = commands.add_parser(
         "keys",
         help="the JWT signing keys of `cinema up` (a key ring)",
@@ -157,6 +158,18 @@ def _add_trace_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="rotate spans.jsonl past this size (default 20 MiB)",
     )  # fmt: skip
     store.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
+
+
+def _add_mail_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mail = commands.add_parser(
+        "mail",
+        help="print the newest mail `cinema up` kept (a registration link)",
+        description="The user service's mail lands in DATA_DIR/mail when no mail server is "
+        "set (CINEMA_MAIL_URL). Prints the newest one, to EMAIL when given.",
+    )
+    mail.add_argument("--to", default=None, metavar="EMAIL", help="only mail to this address")
+    mail.add_argument("--data-dir", default="cinema-data", help="as given to `cinema up`")
+    mail.add_argument("--link", action="store_true", help="print only its registration link")
 
 
 def _exit_now(status: int) -> None:
@@ -250,6 +263,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                     limit=args.limit,
                     colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
                 )
+            )
+        elif args.command == "mail":
+            import pathlib
+
+            from services import mailbox
+
+            raise SystemExit(
+                mailbox.main(pathlib.Path(args.data_dir), args.to, link_only=args.link)
             )
         elif args.command == "keys":
             raise SystemExit(_keys(args))

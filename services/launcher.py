@@ -420,6 +420,8 @@ class System:
         self.out = out
         self.data_dir = options.data_dir.resolve()
         self.logs = self.data_dir / "logs"
+        #: Where the user service writes its mail when no mail server is set (CINEMA_MAIL_URL).
+        self.mail_dir = self.data_dir / "mail"
         self.log_path = self.logs / "launcher.log"
         self.children: list[Child] = []
         self._otlp_port: int | None = None
@@ -532,6 +534,10 @@ class System:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # Registration links: files a person can open, unless the environment names a
+        # mail server; the links lead to this system's front door.
+        env.setdefault("CINEMA_MAIL_URL", f"file://{self.mail_dir}")
+        env.setdefault("CINEMA_PUBLIC_URL", f"http://localhost:{self.options.port}")
         for variable in ("CAST_SERVICE_ADDR", "MOVIE_SERVICE_ADDR", "USER_SERVICE_ADDR"):
             env.pop(variable, None)  # peers go through this system's own gateway
         env["NATS_URL"] = self._nats_url
@@ -790,6 +796,12 @@ class System:
             else "  No admin yet: restart with CINEMA_ADMIN_EMAIL and CINEMA_ADMIN_PASSWORD "
             "set to create the first one."
         )
+        mail_url = os.environ.get("CINEMA_MAIL_URL", "").strip()
+        mail = (
+            "sent through CINEMA_MAIL_URL"
+            if mail_url
+            else f"{self.mail_dir} (registration links, one .eml file each)"
+        )
         return "\n".join(
             [
                 "",
@@ -800,6 +812,7 @@ class System:
                 f"  admin:   http://127.0.0.1:{self.options.admin_port} (Envoy, loopback only)",
                 login,
                 f"  logs:    {self.logs}",
+                f"  mail:    {mail}",
                 "Press Ctrl-C to stop.",
             ]
         )

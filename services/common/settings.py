@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SERVICES = ("movie", "cast", "user", "order")
 # Only the built-in test provider ships; a real one plugs in behind the same interface.
@@ -66,6 +66,13 @@ class Settings:
     jwt_keys_dir: pathlib.Path | None = None
     #: How long a session (its refresh tokens) lasts at most.
     session_ttl_seconds: int = 30 * 24 * 3600
+    #: Where the user service's mail goes: ``file:///DIR`` or ``smtp(s)://...``
+    #: (services/user/mail.py). Holds the SMTP password when there is one.
+    mail_url: str = field(default="file://cinema-data/mail", repr=False)
+    #: The From of that mail.
+    mail_from: str = "Cinema <cinema@localhost>"
+    #: The front door's address as a person's browser reaches it, for links in mail.
+    public_url: str = "http://127.0.0.1:8080"
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -142,7 +149,35 @@ class Settings:
             nats_url=_nats_url(env),
             events_enabled=_switch(env, "CINEMA_EVENTS", default=True),
             events_stream_replicas=env.integer("CINEMA_EVENTS_STREAM_REPLICAS", 1, low=1),
+            mail_url=_mail_url(env, data_dir),
+            mail_from=env.text("CINEMA_MAIL_FROM", "Cinema <cinema@localhost>"),
+            public_url=_public_url(env, gateway),
         )
+
+
+def _mail_url(env: _Env, data_dir: pathlib.Path) -> str:
+    """``CINEMA_MAIL_URL``: ``file:///DIR`` (default: ``mail`` in the data directory),
+    ``smtp://[USER:PASSWORD@]HOST[:PORT]`` or ``smtps://...``."""
+    value = env.text("CINEMA_MAIL_URL", f"file://{(data_dir / 'mail').resolve()}")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("file", "smtp", "smtps") or not rest:
+        # Not the value: it may hold the SMTP password.
+        got = f"a {scheme}:// URL" if sep and scheme.isalnum() else "no such URL"
+        raise SettingsError(
+            "CINEMA_MAIL_URL must be file:///DIR, smtp://[USER:PASSWORD@]HOST[:PORT] or "
+            f"smtps://..., got {got}"
+        )
+    if scheme == "file" and not rest.startswith("/"):
+        raise SettingsError("CINEMA_MAIL_URL: a file:// URL needs an absolute path (file:///DIR)")
+    return value
+
+
+def _public_url(env: _Env, gateway: str) -> str:
+    """``CINEMA_PUBLIC_URL``: what links in mail start with (default: the gateway)."""
+    value = env.text("CINEMA_PUBLIC_URL", f"http://{gateway}").rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError(f"CINEMA_PUBLIC_URL must be an http(s):// URL, got {value!r}")
+    return value
 
 
 def _nats_url(env: _Env) -> str:

@@ -7,6 +7,10 @@ only one with the JWT private key (``CINEMA_JWT_PRIVATE_KEY_FILE`` or
 with (``CINEMA_JWT_PUBLIC_KEY_FILE``), which is checked here so that a mismatch stops the
 process at start instead of making every token fail later.
 
+Registration mails its link through the mailer ``CINEMA_MAIL_URL`` names (by default
+files in ``mail/`` of the data directory), with links that start with
+``CINEMA_PUBLIC_URL`` (by default the gateway's address): see services/user/mail.py.
+
 When ``CINEMA_ADMIN_EMAIL`` and ``CINEMA_ADMIN_PASSWORD`` are set and no admin exists,
 the first admin is created here (see :meth:`UserService.ensure_first_admin`); with an
 admin in place they are ignored, whatever they say.
@@ -29,6 +33,7 @@ from services.common.events.store import EventLog
 from services.common.server import ServiceSpec
 from services.common.settings import Settings, SettingsError
 from services.user import events
+from services.user.mail import mailer_from_url
 from services.user.models import EVENTS
 from services.user.passwords import PasswordHasher
 from services.user.repository import SqlAlchemyUserUnitOfWork
@@ -109,6 +114,8 @@ def build(settings: Settings) -> ServiceSpec:
             PasswordHasher(settings.argon2, max_concurrent=max(1, settings.worker_threads // 4)),
             issuer,
             session_ttl_seconds=settings.session_ttl_seconds,
+            mailer=mailer_from_url(settings.mail_url, settings.mail_from),
+            public_url=settings.public_url,
         )
         bootstrap_first_admin(service, settings)
     except BaseException:

@@ -21,6 +21,10 @@ DISPLAY_NAME_MAX = 100
 PASSWORD_MIN = 8
 PASSWORD_MAX = 256
 UPDATABLE_FIELDS = frozenset({"email", "display_name", "password", "role"})
+#: How long a registration's mailed link works.
+REGISTRATION_TTL = dt.timedelta(hours=24)
+#: Longest registration token accepted (ours are 43 characters).
+REGISTRATION_TOKEN_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,27 @@ class CheckedFields:
     display_name: str
     password: str = field(repr=False)
     role: Role
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registration waiting for the link its mail carried, by the hash of that link's
+    token. ``password_hash`` is None when the address had an account already (the mail was
+    a notice, and the registration makes nothing); ``user_id`` is the account the link
+    made, once it was followed."""
+
+    token_hash: str
+    email: str
+    display_name: str
+    password_hash: str | None = field(repr=False)
+    create_time: dt.datetime
+    expire_time: dt.datetime
+    user_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        """What an idempotent create knows it by; never shown to the caller."""
+        return self.token_hash
 
 
 class EmailTaken(AlreadyExists):

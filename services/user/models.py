@@ -32,6 +32,7 @@ from services.common.idempotency import REQUEST_HASH_LENGTH, REQUEST_KEY_MAX
 
 EMAIL_KEY_CONSTRAINT = "uq_users_email_key"
 REQUEST_KEY_INDEX = "uq_users_request_key"
+REGISTRATION_REQUEST_KEY_INDEX = "uq_registrations_request_key"
 
 
 class Base(DeclarativeBase):
@@ -56,6 +57,29 @@ class UserRow(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_MAX))
+    request_hash: Mapped[str | None] = mapped_column(String(REQUEST_HASH_LENGTH))
+
+
+class RegistrationRow(Base):
+    """A registration from CreateUser, by the SHA-256 of the token its mail linked to (256
+    random bits: a fast hash is safe, and only the hash is stored). ``password_hash`` is
+    NULL when the address had an account and the mail was a notice: such a row makes
+    nothing, and is kept only so that a repeat of the call answers the same way.
+    ``user_id`` is the account the link made (a second click answers it). Rows go once
+    ``expire_time`` has passed."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (Index(REGISTRATION_REQUEST_KEY_INDEX, "request_key", unique=True),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    email_key: Mapped[str] = mapped_column(String(254))
+    display_name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expire_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(32))
     request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_MAX))
     request_hash: Mapped[str | None] = mapped_column(String(REQUEST_HASH_LENGTH))
 

@@ -28,17 +28,20 @@ from services.user.domain import (
     OwnedMovie,
     PaidMovie,
     RefreshUse,
+    Registration,
     Session,
     User,
     email_key,
 )
 from services.user.models import (
     EMAIL_KEY_CONSTRAINT,
+    REGISTRATION_REQUEST_KEY_INDEX,
     REQUEST_KEY_INDEX,
     Base,
     LoginFailureRow,
     OwnedMovieRow,
     RefreshTokenRow,
+    RegistrationRow,
     SessionRow,
     UserRow,
 )
@@ -161,6 +164,31 @@ class LoginFailureRepository(Protocol):
     def clear(self, email_key: str) -> None: ...
 
 
+class RegistrationRepository(Protocol):
+    """Registrations waiting for their mailed link, by the hash of its token."""
+
+    def add(self, registration: Registration, request: RequestRecord | None = None) -> None:
+        """Store a registration with the key and fingerprint of the create that made it;
+        :class:`DuplicateRequestKey` when another registration has that key."""
+        ...
+
+    def find_by_request_key(self, key: str) -> tuple[Registration, str] | None:
+        """The registration stored with the request key ``key`` and its fingerprint."""
+        ...
+
+    def get(self, token_hash: str, *, for_update: bool = False) -> Registration | None:
+        """The registration, locked until the transaction ends when ``for_update``."""
+        ...
+
+    def made(self, token_hash: str, user_id: str) -> None:
+        """Record that the registration's link made the account ``user_id``."""
+        ...
+
+    def delete_expired(self, now: dt.datetime) -> int:
+        """Delete the registrations whose link expired before ``now``; how many."""
+        ...
+
+
 class UserUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the user tables."""
 
@@ -172,6 +200,8 @@ class UserUnitOfWork(UnitOfWork, Protocol):
     def sessions(self) -> SessionRepository: ...
     @property
     def login_failures(self) -> LoginFailureRepository: ...
+    @property
+    def registrations(self) -> RegistrationRepository: ...
 
 
 _users = Base.metadata.tables[UserRow.__tablename__]
@@ -544,6 +574,97 @@ class SqlAlchemyLoginFailureRepository:
         )
 
 
+_registrations = Base.metadata.tables[RegistrationRow.__tablename__]
+# A Registration is made of these, in this order (see _registration).
+_REGISTRATION_COLUMNS = [
+    _registrations.c[name]
+    for name in (
+        "token_hash",
+        "email",
+        "display_name",
+        "password_hash",
+        "create_time",
+        "expire_time",
+        "user_id",
+    )
+]
+
+
+def _registration(row: Sequence[Any]) -> Registration:
+    token_hash, email, display_name, password_hash, created, expires, user_id = row
+    return Registration(
+        token_hash=token_hash,
+        email=email,
+        display_name=display_name,
+        password_hash=password_hash,
+        create_time=as_utc(created),
+        expire_time=as_utc(expires),
+        user_id=user_id,
+    )
+
+
+class SqlAlchemyRegistrationRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, registration: Registration, request: RequestRecord | None = None) -> None:
+        try:
+            self._connection.execute(
+                insert(_registrations),
+                {
+                    "token_hash": registration.token_hash,
+                    "email": registration.email,
+                    "email_key": email_key(registration.email),
+                    "display_name": registration.display_name,
+                    "password_hash": registration.password_hash,
+                    "create_time": registration.create_time,
+                    "expire_time": registration.expire_time,
+                    "user_id": registration.user_id,
+                    "request_key": request.key.stored if request else None,
+                    "request_hash": request.request_hash if request else None,
+                },
+            )
+        except IntegrityError as error:
+            # Raised from None: the driver's message lists the parameters, the hash among them.
+            if is_unique_violation(
+                error,
+                constraint=REGISTRATION_REQUEST_KEY_INDEX,
+                column="registrations.request_key",
+            ):
+                raise DuplicateRequestKey("registrations.request_key") from None
+            raise RuntimeError(
+                f"a registrations constraint failed ({type(error.orig).__name__})"
+            ) from None
+
+    def find_by_request_key(self, key: str) -> tuple[Registration, str] | None:
+        row = self._connection.execute(
+            select(*_REGISTRATION_COLUMNS, _registrations.c.request_hash).where(
+                _registrations.c.request_key == key
+            )
+        ).first()
+        return (_registration(row[:-1]), row[-1]) if row else None
+
+    def get(self, token_hash: str, *, for_update: bool = False) -> Registration | None:
+        query = select(*_REGISTRATION_COLUMNS).where(_registrations.c.token_hash == token_hash)
+        if for_update:
+            query = query.with_for_update()
+        row = self._connection.execute(query).first()
+        return _registration(row) if row else None
+
+    def made(self, token_hash: str, user_id: str) -> None:
+        self._connection.execute(
+            update(_registrations)
+            .where(_registrations.c.token_hash == token_hash)
+            .values(user_id=user_id)
+        )
+
+    def delete_expired(self, now: dt.datetime) -> int:
+        result = self._connection.execute(
+            delete(_registrations).where(_registrations.c.expire_time < now)
+        )
+        return int(result.rowcount)
+
+
 class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
     """Every read-only use case of accounts is one statement, so reads run without a
     transaction (autocommit on PostgreSQL); writes are one transaction."""
@@ -552,9 +673,11 @@ class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
     library: SqlAlchemyLibraryRepository
     sessions: SqlAlchemySessionRepository
     login_failures: SqlAlchemyLoginFailureRepository
+    registrations: SqlAlchemyRegistrationRepository
 
     def _bind(self, connection: Connection) -> None:
         self.users = SqlAlchemyUserRepository(connection)
         self.library = SqlAlchemyLibraryRepository(connection)
         self.sessions = SqlAlchemySessionRepository(connection)
         self.login_failures = SqlAlchemyLoginFailureRepository(connection)
+        self.registrations = SqlAlchemyRegistrationRepository(connection)

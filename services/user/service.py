@@ -19,8 +19,14 @@ Decisions a client can observe:
   LAST_ADMIN): nobody could manage the shop afterwards.
 * Login gives the same UNAUTHENTICATED (reason INVALID_CREDENTIALS, same message) for an
   unknown email and for a wrong password, after the same argon2 work.
+* Registration does not tell whether an email has an account: anyone but an admin gets
+  the same answer and the same work for a known and a new address, and the account is
+  made only when the link mailed to the address is followed (VerifyEmail); a known
+  address gets a notice instead of a link. An admin's CreateUser makes the account at
+  once, since an admin may list every account anyway.
 * CreateUser is idempotent (:mod:`services.common.idempotency`): a repeat with the same
-  key answers the first account, without hashing the password again. The fingerprint
+  key answers what the first call answered, without hashing the password again or
+  sending a second mail. The fingerprint
   leaves the password out (see :func:`_request_hash`), so a repeat that changed only the
   password answers the first account, with the first password.
 
@@ -64,6 +70,8 @@ from services.user import events
 from services.user.domain import (
     EMAIL_MAX,
     PASSWORD_MAX,
+    REGISTRATION_TOKEN_MAX,
+    REGISTRATION_TTL,
     THROTTLE_WINDOW,
     UPDATABLE_FIELDS,
     CheckedFields,
@@ -71,6 +79,7 @@ from services.user.domain import (
     OwnedMovie,
     PaidMovie,
     RefreshUse,
+    Registration,
     Session,
     User,
     UserFields,
@@ -80,6 +89,7 @@ from services.user.domain import (
     email_key,
     login_wait,
 )
+from services.user.mail import SMTP_TIMEOUT_SECONDS, Mail, Mailer
 from services.user.passwords import PasswordHasher
 from services.user.repository import UserUnitOfWork
 
@@ -119,6 +129,16 @@ def _invalid_refresh_token() -> Unauthenticated:
     return Unauthenticated(
         "the refresh token is not valid (unknown, expired, or its session has ended)",
         reason="REFRESH_TOKEN_INVALID",
+    )
+
+
+def _invalid_registration_token() -> InvalidArgument:
+    problem = (
+        "the link is not valid: unknown, expired, or its address has an account already; "
+        "register again, or sign in"
+    )
+    return InvalidArgument(
+        [FieldViolation("token", problem)], problem, reason="REGISTRATION_TOKEN_INVALID"
     )
 
 
@@ -176,8 +196,12 @@ class UserService:
         clock: Clock = utc_now,
         *,
         session_ttl_seconds: int = 30 * 24 * 3600,
+        mailer: Mailer | None = None,
+        public_url: str = "http://localhost:8080",
     ) -> None:
         self._uow = uow
+        self._mailer = mailer
+        self._public_url = public_url.rstrip("/")
         self._passwords = passwords
         self._tokens = tokens
         self._clock = clock
@@ -189,10 +213,14 @@ class UserService:
         context: RequestContext | None = None,
         *,
         request_id: str = "",
-    ) -> User:
-        """Register an account with ROLE_USER; EmailTaken when the email is in use. On a
-        repeat of the create (same ``request_id``, or the gateway's retry of the same call),
-        the account the first one made. ``context`` is None outside a call."""
+    ) -> User | Registration:
+        """Register an account with ROLE_USER.
+
+        An admin (and a caller outside a call: ``context`` None) makes the account at once
+        and gets it; EmailTaken when the email is in use. Anyone else gets a
+        :class:`Registration` (see :meth:`_register`). On a repeat of the create (same
+        ``request_id``, or the gateway's retry of the same call), what the first one made.
+        """
         violations = Violations()
         clean = check_fields(fields, "user", violations)
         if clean.role is not Role.USER:
@@ -203,6 +231,9 @@ class UserService:
         key = request_key(request_id, context.call_id if context else None, violations)
         violations.raise_if_any()
         record = RequestRecord(key, _request_hash(clean)) if key else None
+        principal = context.principal if context else None
+        if context is not None and (principal is None or not principal.is_admin):
+            return self._register(clean, record, context)
 
         def create() -> User:
             password_hash = self._passwords.hash(clean.password)
@@ -222,10 +253,137 @@ class UserService:
                 uow.commit()
             return user
 
-        # Registration is open to anyone, so a reused key does not tell whose account it made.
         return create_once(
             record, "user", find=self._find_by_request_key, create=create, reveal_id=False
         )
+
+    def _register(
+        self, clean: CheckedFields, record: RequestRecord | None, context: RequestContext
+    ) -> Registration:
+        """A registration that makes the account when its mailed link is followed
+        (:meth:`verify_email`), without telling the caller whether the address has one.
+
+        The same work and the same answer either way: the password is hashed, a
+        registration is stored, one mail is sent (a link when the address has no account,
+        a notice when it has one, whose registration keeps no password and makes nothing),
+        and the caller gets the fields back. An account usable at once would tell: a Login
+        with the password just chosen would work for a new address only. Expired
+        registrations are deleted on the way.
+        """
+        if self._mailer is None:
+            raise FailedPrecondition(
+                "registration is closed: this service has no mailer to send its link",
+                reason="REGISTRATION_CLOSED",
+            )
+        mailer = self._mailer
+
+        def register() -> Registration:
+            password_hash = self._passwords.hash(clean.password)
+            token = secrets.token_urlsafe(32)
+            now = self._clock()
+            with self._uow() as uow:
+                uow.registrations.delete_expired(now)
+                taken = uow.users.get_by_email(email_key(clean.email)) is not None
+                registration = Registration(
+                    token_hash=_hash_token(token),
+                    email=clean.email,
+                    display_name=clean.display_name,
+                    password_hash=None if taken else password_hash,
+                    create_time=now,
+                    expire_time=now + REGISTRATION_TTL,
+                )
+                uow.registrations.add(registration, record)
+                mail = self._notice_mail(clean) if taken else self._link_mail(clean, token)
+                # Before the commit: a mail that cannot leave stores nothing (user/mail.py).
+                mailer.send(mail, timeout=context.deadline.timeout(SMTP_TIMEOUT_SECONDS))
+                uow.commit()
+            return registration
+
+        return create_once(
+            record,
+            "registration",
+            find=self._find_registration,
+            create=register,
+            reveal_id=False,
+        )
+
+    def _link_mail(self, clean: CheckedFields, token: str) -> Mail:
+        link = f"{self._public_url}/verify#token={token}"
+        hours = int(REGISTRATION_TTL.total_seconds() // 3600)
+        return Mail(
+            to=clean.email,
+            subject="Confirm your Cinema account",
+            text=(
+                f"Hello {clean.display_name},\n\n"
+                "someone, we hope you, asked to open a Cinema account with this address.\n"
+                f"To open it, follow this link within {hours} hours:\n\n{link}\n\n"
+                "If it was not you, ignore this mail: no account is made.\n"
+            ),
+        )
+
+    def _notice_mail(self, clean: CheckedFields) -> Mail:
+        return Mail(
+            to=clean.email,
+            subject="Someone tried to register with your Cinema address",
+            text=(
+                "Hello,\n\n"
+                "someone asked to open a Cinema account with this address, which has an\n"
+                "account already, so nothing was changed.\n\n"
+                f"If it was you, sign in at {self._public_url}/login; an admin can reset a\n"
+                "forgotten password. If it was not you, ignore this mail.\n"
+            ),
+        )
+
+    def _find_registration(self, key: str) -> tuple[Registration, str] | None:
+        with self._uow(read_only=True) as uow:
+            return uow.registrations.find_by_request_key(key)
+
+    def verify_email(self, token: str) -> User:
+        """The account of the registration whose link carried ``token``, made now, or the
+        one made when the link was followed before.
+
+        One error for every token that makes nothing (unknown, expired, a notice's, or its
+        address given an account since by another registration or an admin): only the
+        holder of the mail can get this far, but a token is no way to ask about accounts.
+        """
+        violations = Violations()
+        if not token:
+            violations.add("token", "is required")
+        elif len(token) > REGISTRATION_TOKEN_MAX:
+            violations.add("token", f"must be at most {REGISTRATION_TOKEN_MAX} characters")
+        violations.raise_if_any()
+        token_hash = _hash_token(token)
+        now = self._clock()
+        with self._uow() as uow:
+            registration = uow.registrations.get(token_hash, for_update=True)
+            if (
+                registration is None
+                or registration.password_hash is None
+                or registration.expire_time <= now
+            ):
+                raise _invalid_registration_token()
+            if registration.user_id is not None:
+                made = uow.users.get(registration.user_id)
+                if made is None:  # deleted since
+                    raise _invalid_registration_token()
+                return made
+            user = User(
+                id=new_id(),
+                email=registration.email,
+                display_name=registration.display_name,
+                role=Role.USER,
+                password_hash=registration.password_hash,
+                create_time=now,
+                update_time=now,
+            )
+            try:
+                uow.users.add(user)
+            except EmailTaken:
+                raise _invalid_registration_token() from None
+            uow.registrations.made(token_hash, user.id)
+            uow.commit()
+        logger.info("registration made user %s", user.id)
+        return user
 
     def _find_by_request_key(self, key: str) -> tuple[User, str] | None:
         with self._uow(read_only=True) as uow:

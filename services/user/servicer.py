@@ -14,7 +14,7 @@ from cinema.v1 import user_pb2, user_pb2_grpc
 from services.common.context import Role
 from services.common.interceptors import current_request
 from services.common.wire import populated_fields, timestamp
-from services.user.domain import User, UserFields
+from services.user.domain import Registration, User, UserFields
 from services.user.service import AccessGrant, UserService
 
 _ROLES_TO_PROTO = {Role.USER: user_pb2.ROLE_USER, Role.ADMIN: user_pb2.ROLE_ADMIN}
@@ -76,10 +76,21 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def CreateUser(
         self, request: user_pb2.CreateUserRequest, context: grpc.ServicerContext
     ) -> user_pb2.User:
-        user = self._service.create_user(
+        made = self._service.create_user(
             _fields(request.user), current_request(), request_id=request.request_id
         )
-        return user_to_proto(user)
+        if isinstance(made, Registration):
+            # The fields as stored and nothing else: no id, no times, the same for a
+            # known and a new address.
+            return user_pb2.User(
+                email=made.email, display_name=made.display_name, role=user_pb2.ROLE_USER
+            )
+        return user_to_proto(made)
+
+    def VerifyEmail(
+        self, request: user_pb2.VerifyEmailRequest, context: grpc.ServicerContext
+    ) -> user_pb2.User:
+        return user_to_proto(self._service.verify_email(request.token))
 
     def GetUser(
         self, request: user_pb2.GetUserRequest, context: grpc.ServicerContext

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.mail import Mailbox
 from tests.support.processes import free_port, tool
 
 ADMIN_EMAIL = "root@cinema.test"
@@ -84,6 +85,22 @@ class RunningSystem:
         reply = self.request("POST", "/api/v1/auth/login", {"email": email, "password": password})
         assert reply.status == 200, reply
         return str(reply.body["accessToken"])
+
+    @property
+    def mailbox(self) -> Mailbox:
+        """The mail the user service wrote (``cinema up`` keeps it in the data directory)."""
+        return Mailbox(self.data_dir / "mail")
+
+    def register(self, email: str, password: str, display_name: str = "Film Fan") -> JsonReply:
+        """Register as a person does through JSON: POST /api/v1/users, then the link in the
+        mail; the account made (the answer of ``:verifyEmail``)."""
+        fields = {"email": email, "password": password, "displayName": display_name}
+        created = self.request("POST", "/api/v1/users", fields)
+        assert created.status == 200, created
+        token = self.mailbox.token(email)
+        made = self.request("POST", "/api/v1/users:verifyEmail", {"token": token})
+        assert made.status == 200, made
+        return made
 
 
 def start_system(

@@ -122,6 +122,7 @@ def _seed(
         user_pb2.CreateUserRequest(
             user=user_pb2.User(email=buyer_email, display_name="Buyer", password=PASSWORD)
         ),
+        metadata=admin,
         timeout=10,
     )
     user = login(buyer_email)

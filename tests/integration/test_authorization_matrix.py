@@ -53,6 +53,7 @@ from services.common.auth import TokenIssuer, TokenVerifier
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.errors import call_error
+from tests.support.mail import Mailbox, register
 from tests.support.servers import start_shop
 from tests.support.tokens import SigningKeys
 
@@ -117,11 +118,7 @@ class World:
     def new_account(self) -> Account:
         """A freshly registered account with the token of its own login."""
         email = f"m-{uuid.uuid4().hex[:12]}@cinema.test"
-        user = self.users.CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(email=email, display_name="Matrix", password=PASSWORD)
-            )
-        )
+        user = register(self.users, Mailbox(self.keys.mail_dir), email, PASSWORD, "Matrix")
         token = self.users.Login(user_pb2.LoginRequest(email=email, password=PASSWORD))
         return Account(user.id, email, token.access_token)
 
@@ -269,6 +266,14 @@ def create_user(w: World, as_: As) -> object:
     return w.users.CreateUser(user_pb2.CreateUserRequest(user=user), metadata=as_(w.owner))
 
 
+def verify_email(w: World, as_: As) -> object:
+    email = f"link-{uuid.uuid4().hex[:12]}@cinema.test"
+    user = user_pb2.User(email=email, display_name="Linked", password=PASSWORD)
+    w.users.CreateUser(user_pb2.CreateUserRequest(user=user))
+    request = user_pb2.VerifyEmailRequest(token=Mailbox(w.keys.mail_dir).token(email))
+    return w.users.VerifyEmail(request, metadata=as_(w.owner))
+
+
 def get_user(w: World, as_: As) -> object:
     return w.users.GetUser(user_pb2.GetUserRequest(id=w.owner.id), metadata=as_(w.owner))
 
@@ -392,6 +397,7 @@ MATRIX = [
     Row("CastService/DeleteCast",       UNAUTH,   DENIED, DENIED, OK,   delete_cast),
     Row("CastService/BatchGetCasts",    OK,       OK,     OK,     OK,   batch_get_casts),
     Row("UserService/CreateUser",       OK,       OK,     OK,     OK,   create_user),
+    Row("UserService/VerifyEmail",      OK,       OK,     OK,     OK,   verify_email),
     Row("UserService/GetUser",          UNAUTH,   OK,     DENIED, OK,   get_user),
     Row("UserService/ListUsers",        UNAUTH,   DENIED, DENIED, OK,   list_users),
     Row("UserService/UpdateUser",       UNAUTH,   OK,     DENIED, OK,   update_user),

@@ -31,6 +31,7 @@ from cinema.v1 import (
 from services.common.context import Role
 from tests.conftest import DatabaseFactory
 from tests.support.errors import CallError, call_error
+from tests.support.mail import Mailbox, register
 from tests.support.processes import free_port
 from tests.support.servers import RunningService, service_settings, start_service
 from tests.support.tokens import SigningKeys
@@ -70,10 +71,12 @@ class Shop:
 
     def new_buyer(self) -> Buyer:
         email = f"buyer-{uuid.uuid4().hex[:12]}@example.com"
+        # An admin's CreateUser makes the account at once (no mailed link).
         user = self.users.CreateUser(
             user_pb2.CreateUserRequest(
                 user=user_pb2.User(email=email, display_name="Buyer", password=PASSWORD)
-            )
+            ),
+            metadata=self.admin,
         )
         return Buyer(user.id, self.keys.metadata(user.id))
 
@@ -210,11 +213,7 @@ def test_register_log_in_order_pay_and_list(
     shop: Shop, catalogue: dict[str, movie_pb2.Movie]
 ) -> None:
     email = f"story-{uuid.uuid4().hex[:8]}@example.com"
-    shop.users.CreateUser(
-        user_pb2.CreateUserRequest(
-            user=user_pb2.User(email=email, display_name="Story", password=PASSWORD)
-        )
-    )
+    register(shop.users, Mailbox(shop.keys.mail_dir), email, PASSWORD, "Story")
     token = shop.users.Login(user_pb2.LoginRequest(email=email, password=PASSWORD)).access_token
     metadata = (("authorization", f"Bearer {token}"),)
 

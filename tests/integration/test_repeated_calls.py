@@ -39,6 +39,7 @@ from services.common.context import CALL_ID_METADATA, Role
 from services.common.db import make_engine
 from tests.conftest import DatabaseFactory
 from tests.support.errors import CallError, call_error
+from tests.support.mail import Mailbox, register
 from tests.support.servers import service_settings, start_service, start_shop
 from tests.support.tokens import SigningKeys
 
@@ -55,6 +56,7 @@ class Shop:
     users: user_pb2_grpc.UserServiceStub
     orders: order_pb2_grpc.OrderServiceStub
     engines: dict[str, Engine]
+    mailbox: Mailbox
 
     def count(self, service: str, sql: str, **params: object) -> int:
         with self.engines[service].connect() as connection:
@@ -66,11 +68,7 @@ class Shop:
 
     def register(self) -> tuple[str, str]:
         email = f"r-{uuid.uuid4().hex[:12]}@cinema.test"
-        user = self.users.CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(email=email, display_name="Repeats", password=PASSWORD)
-            )
-        )
+        user = register(self.users, self.mailbox, email, PASSWORD, "Repeats")
         return user.id, email
 
     def movie(self, admin: Metadata, title: str = "Repeats") -> movie_pb2.Movie:
@@ -98,6 +96,7 @@ def shop(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Shop]:
                 users=user_pb2_grpc.UserServiceStub(started.user.channel()),
                 orders=order_pb2_grpc.OrderServiceStub(started.order.channel()),
                 engines=engines,
+                mailbox=Mailbox(keys.mail_dir),
             )
         finally:
             for engine in engines.values():

@@ -31,6 +31,7 @@ from cinema.v1 import (
 from services.common.context import CALL_ID_METADATA
 from tests.conftest import DatabaseFactory
 from tests.support.errors import call_error
+from tests.support.mail import Mailbox, register
 from tests.support.servers import RunningService, service_settings, start_service, start_shop
 from tests.support.tokens import SigningKeys
 
@@ -47,14 +48,11 @@ class Services:
     casts: cast_pb2_grpc.CastServiceStub
     movies: movie_pb2_grpc.MovieServiceStub
     orders: order_pb2_grpc.OrderServiceStub
+    mailbox: Mailbox
 
     def register(self) -> tuple[str, str]:
         email = f"s-{uuid.uuid4().hex[:12]}@cinema.test"
-        user = self.users.CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(email=email, display_name="Sessions", password=PASSWORD)
-            )
-        )
+        user = register(self.users, self.mailbox, email, PASSWORD, "Sessions")
         return user.id, email
 
     def login(self, email: str, password: str = PASSWORD) -> user_pb2.LoginResponse:
@@ -92,6 +90,7 @@ def services(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Services
             casts=cast_pb2_grpc.CastServiceStub(shop.cast.channel()),
             movies=movie_pb2_grpc.MovieServiceStub(shop.movie.channel()),
             orders=order_pb2_grpc.OrderServiceStub(shop.order.channel()),
+            mailbox=Mailbox(keys.mail_dir),
         )
 
 

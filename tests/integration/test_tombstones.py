@@ -31,7 +31,6 @@ from cinema.v1 import (
     movie_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
-    user_pb2,
     user_pb2_grpc,
 )
 from services.common.context import Role
@@ -46,6 +45,7 @@ from services.movie.repository import SqlAlchemyMovieUnitOfWork
 from services.movie.service import CAST, MovieService
 from tests.conftest import DatabaseFactory
 from tests.support.errors import call_error
+from tests.support.mail import Mailbox, register
 from tests.support.servers import RunningService, service_settings, start_service, start_shop
 from tests.support.tokens import SigningKeys
 
@@ -206,11 +206,7 @@ def test_an_order_cannot_name_a_buyer_or_movie_the_consumer_saw_deleted(
 ) -> None:
     shop = order_shop
     email = f"tomb-{uuid.uuid4().hex[:8]}@cinema.test"
-    buyer_id = shop.users.CreateUser(
-        user_pb2.CreateUserRequest(
-            user=user_pb2.User(email=email, display_name="Tomb", password=PASSWORD)
-        )
-    ).id
+    buyer_id = register(shop.users, Mailbox(keys.mail_dir), email, PASSWORD, "Tomb").id
     buyer = keys.metadata(buyer_id)
     price = money_pb2.Money(currency_code="EUR", amount_minor=100)
     movie_ids = [

@@ -28,6 +28,7 @@ from services.common.settings import SettingsError
 from services.user.__main__ import build
 from tests.conftest import DatabaseFactory
 from tests.support.errors import CallError, call_error
+from tests.support.mail import LINK, Mailbox, register
 from tests.support.servers import RunningService, service_settings, start_service
 from tests.support.tokens import SigningKeys
 
@@ -53,16 +54,14 @@ class Accounts:
     casts: cast_pb2_grpc.CastServiceStub
     admin: Metadata
     admin_id: str
+    mailbox: Mailbox
 
     def register(
         self, password: str = PASSWORD, email: str | None = None, display_name: str = "Film Fan"
     ) -> user_pb2.User:
+        """A new account, registered as anyone does: CreateUser, then the mailed link."""
         email = email or f"fan-{uuid.uuid4().hex[:12]}@example.test"
-        return self.users.CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(email=email, display_name=display_name, password=password)
-            )
-        )
+        return register(self.users, self.mailbox, email, password, display_name)
 
     def login(self, email: str, password: str = PASSWORD) -> user_pb2.LoginResponse:
         return self.users.Login(user_pb2.LoginRequest(email=email, password=password))
@@ -98,6 +97,7 @@ def accounts(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Accounts
             casts=cast_pb2_grpc.CastServiceStub(cast.channel()),
             admin=admin,
             admin_id=verifier.verify(login.access_token).subject,
+            mailbox=Mailbox(keys.mail_dir),
         )
     finally:
         cast.stop()
@@ -167,57 +167,88 @@ def test_register_bad_input_names_the_field(
 
 
 def test_register_accepts_an_explicit_user_role(accounts: Accounts) -> None:
+    email = f"r-{uuid.uuid4().hex[:8]}@example.test"
     user = accounts.users.CreateUser(
         user_pb2.CreateUserRequest(
             user=user_pb2.User(
-                email=f"r-{uuid.uuid4().hex[:8]}@example.test",
-                display_name="R",
-                password=PASSWORD,
-                role=user_pb2.ROLE_USER,
+                email=email, display_name="R", password=PASSWORD, role=user_pb2.ROLE_USER
             )
         )
     )
     assert user.role == user_pb2.ROLE_USER
+    made = accounts.users.VerifyEmail(
+        user_pb2.VerifyEmailRequest(token=accounts.mailbox.token(email))
+    )
+    assert made.role == user_pb2.ROLE_USER
 
 
-def test_duplicate_email_in_any_case_is_already_exists(accounts: Accounts) -> None:
+def test_an_admin_makes_an_account_at_once_and_a_taken_email_is_already_exists(
+    accounts: Accounts,
+) -> None:
     local = f"Dup-{uuid.uuid4().hex[:8]}"
-    first = accounts.register(email=f"{local}@Example.test")
+    first = accounts.users.CreateUser(
+        user_pb2.CreateUserRequest(
+            user=user_pb2.User(
+                email=f"{local}@Example.test", display_name="By Admin", password=PASSWORD
+            )
+        ),
+        metadata=accounts.admin,
+    )
+    assert first.id and first.create_time.seconds > 0
+    assert accounts.mailbox.messages(first.email) == [], "an admin's account needs no link"
     for variant in (
         f"{local}@Example.test",
         f"{local.lower()}@example.TEST",
         f" {local.upper()}@EXAMPLE.TEST ",
     ):
+        again = user_pb2.CreateUserRequest(
+            user=user_pb2.User(email=variant, display_name="Again", password=PASSWORD)
+        )
         error = expect_error(
-            functools.partial(accounts.register, email=variant),
+            functools.partial(accounts.users.CreateUser, again, metadata=accounts.admin),
             grpc.StatusCode.ALREADY_EXISTS,
         )
         assert error.reason == "EMAIL_TAKEN"
-    # The first account is untouched and still logs in.
+    # The first account is untouched and logs in.
     assert accounts.login(first.email.lower()).access_token
 
 
-def test_concurrent_registrations_of_one_email_give_one_account(accounts: Accounts) -> None:
+def test_concurrent_links_of_one_email_give_one_account(accounts: Accounts) -> None:
     local = f"race-{uuid.uuid4().hex[:8]}"
     variants = [f"{local}@race.test", f"{local.upper()}@race.test", f"{local}@RACE.test"] * 3
 
-    def attempt(email: str) -> grpc.StatusCode:
+    def retried(call: Callable[[], object]) -> grpc.StatusCode:
         while True:
             try:
-                accounts.register(email=email)
+                call()
                 return grpc.StatusCode.OK
             except grpc.RpcError as error:
                 code = call_error(error).code
-            # Password checks beyond the service's admission limit are refused, and a
-            # client retries them (services/user/passwords.py); the race is what counts.
+            # Password hashing beyond the service's admission limit is refused, and a
+            # client retries it (services/user/passwords.py); the race is what counts.
             if code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 return code
             time.sleep(0.01)
 
+    def create(email: str) -> grpc.StatusCode:
+        request = user_pb2.CreateUserRequest(
+            user=user_pb2.User(email=email, display_name="Racer", password=PASSWORD)
+        )
+        return retried(lambda: accounts.users.CreateUser(request))
+
     with concurrent.futures.ThreadPoolExecutor(len(variants)) as pool:
-        outcomes = list(pool.map(attempt, variants))
+        assert set(pool.map(create, variants)) == {grpc.StatusCode.OK}
+    tokens = [LINK.search(m.get_content()) for m in accounts.mailbox.messages(variants[0])]
+    assert len(tokens) == len(variants) and all(tokens), "one link each: none had an account"
+
+    def follow(token: str) -> grpc.StatusCode:
+        request = user_pb2.VerifyEmailRequest(token=token)
+        return retried(lambda: accounts.users.VerifyEmail(request))
+
+    with concurrent.futures.ThreadPoolExecutor(len(variants)) as pool:
+        outcomes = list(pool.map(follow, [t.group(2) for t in tokens if t]))
     assert outcomes.count(grpc.StatusCode.OK) == 1, outcomes
-    assert set(outcomes) == {grpc.StatusCode.OK, grpc.StatusCode.ALREADY_EXISTS}, outcomes
+    assert set(outcomes) == {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}, outcomes
 
 
 # --- login -------------------------------------------------------------------------------
@@ -314,7 +345,7 @@ def test_no_password_or_hash_in_any_response_error_or_log(
 
     users = accounts.users
     email = f"secret-{uuid.uuid4().hex[:8]}@example.test"
-    created = answer(
+    answer(
         "CreateUser",
         lambda: users.CreateUser.with_call(
             user_pb2.CreateUserRequest(
@@ -322,6 +353,12 @@ def test_no_password_or_hash_in_any_response_error_or_log(
                     email=email, display_name="S", password=old, current_password=old
                 )
             )
+        ),
+    )
+    created = answer(
+        "VerifyEmail",
+        lambda: users.VerifyEmail.with_call(
+            user_pb2.VerifyEmailRequest(token=accounts.mailbox.token(email))
         ),
     )
     login = answer(
@@ -374,12 +411,21 @@ def test_no_password_or_hash_in_any_response_error_or_log(
             metadata=mine,
         ),
     )
-    failure(
-        "CreateUser(duplicate)",
-        lambda: users.CreateUser(
+    answer(
+        "CreateUser(taken)",
+        lambda: users.CreateUser.with_call(
             user_pb2.CreateUserRequest(
                 user=user_pb2.User(email=email, display_name="S", password=new)
             )
+        ),
+    )
+    failure(
+        "CreateUser(taken, by an admin)",
+        lambda: users.CreateUser(
+            user_pb2.CreateUserRequest(
+                user=user_pb2.User(email=email, display_name="S", password=new)
+            ),
+            metadata=accounts.admin,
         ),
     )
     failure(
@@ -396,8 +442,14 @@ def test_no_password_or_hash_in_any_response_error_or_log(
             user_pb2.DeleteUserRequest(id=created.id), metadata=mine
         ),
     )
+    for mail in accounts.mailbox.messages(email):
+        seen.append((f"mail {mail['Subject']}", mail.as_bytes()))
     assert {name for name, _ in seen} >= {
         "CreateUser",
+        "VerifyEmail",
+        "CreateUser(taken)",
+        "mail Confirm your Cinema account",
+        "mail Someone tried to register with your Cinema address",
         "Login",
         "GetUser",
         "ListUsers",
@@ -763,11 +815,7 @@ def test_the_last_admin_can_be_neither_deleted_nor_demoted(
             lambda: users.UpdateUser(demote, metadata=admin),
         ):
             assert expect_error(call, grpc.StatusCode.FAILED_PRECONDITION).reason == "LAST_ADMIN"
-        deputy = users.CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(email="deputy@cinema.test", display_name="D", password=PASSWORD)
-            )
-        )
+        deputy = register(users, Mailbox(keys.mail_dir), "deputy@cinema.test", PASSWORD, "D")
         users.UpdateUser(
             user_pb2.UpdateUserRequest(
                 user=user_pb2.User(id=deputy.id, role=user_pb2.ROLE_ADMIN),
@@ -787,11 +835,8 @@ def test_first_admin_email_of_an_existing_user_stops_the_start(
     url = databases("user_admin_taken")
     service = start_user_service(keys, url, admin=None)
     try:
-        user_pb2_grpc.UserServiceStub(service.channel()).CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(email="early@cinema.test", display_name="E", password=PASSWORD)
-            )
-        )
+        users = user_pb2_grpc.UserServiceStub(service.channel())
+        register(users, Mailbox(keys.mail_dir), "early@cinema.test", PASSWORD, "E")
     finally:
         service.stop()
     env = keys.env() | {
@@ -848,11 +893,7 @@ def test_two_admins_removing_each_other_at_once_leave_one(
         survivor = sign_in(ADMIN_EMAIL, ADMIN_PASSWORD)
         for round_, how in enumerate(["delete", "demote"] * 3):
             email = f"duel-{round_}@cinema.test"
-            challenger = users.CreateUser(
-                user_pb2.CreateUserRequest(
-                    user=user_pb2.User(email=email, display_name="Duel", password=PASSWORD)
-                )
-            )
+            challenger = register(users, Mailbox(keys.mail_dir), email, PASSWORD, "Duel")
             users.UpdateUser(
                 user_pb2.UpdateUserRequest(
                     user=user_pb2.User(id=challenger.id, role=user_pb2.ROLE_ADMIN),
@@ -890,11 +931,8 @@ def test_login_upgrades_a_hash_when_the_parameters_change(
     url = databases("user_rehash")
     service = start_user_service(keys, url, admin=None)
     try:
-        user = user_pb2_grpc.UserServiceStub(service.channel()).CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(email="old@cinema.test", display_name="O", password=PASSWORD)
-            )
-        )
+        users = user_pb2_grpc.UserServiceStub(service.channel())
+        user = register(users, Mailbox(keys.mail_dir), "old@cinema.test", PASSWORD, "O")
     finally:
         service.stop()
 

@@ -32,10 +32,17 @@ class SigningKeys:
         """gRPC call metadata carrying a fresh token for ``subject``."""
         return (("authorization", f"Bearer {self.token(subject, role)}"),)
 
+    @property
+    def mail_dir(self) -> pathlib.Path:
+        """Where the user services the tests start write their mail (tests/support/mail.py)."""
+        return self.private_path.parent / "mail"
+
     def env(self) -> dict[str, str]:
-        """The settings every service needs: auth (argon2 kept light for test speed), and
-        the tests' NATS server (never the machine's: its streams outlive the tests)."""
+        """The settings every service needs: auth (argon2 kept light for test speed), a
+        mail directory, and the tests' NATS server (never the machine's: its streams
+        outlive the tests)."""
         env = {
+            "CINEMA_MAIL_URL": f"file://{self.mail_dir.resolve()}",
             "CINEMA_JWT_PUBLIC_KEY_FILE": str(self.public_path),
             "CINEMA_JWT_PRIVATE_KEY_FILE": str(self.private_path),
             "CINEMA_ARGON2_TIME_COST": "1",

@@ -107,6 +107,23 @@ def test_settings_defaults(tmp_path: pathlib.Path) -> None:
     assert settings.db_pool_size == 5  # one connection per worker, one for the events thread
     assert settings.nats_url == "nats://127.0.0.1:4222"
     assert settings.events_enabled
+    assert settings.mail_url == f"file://{(tmp_path / 'mail').resolve()}"
+    assert settings.public_url == "http://127.0.0.1:8080"
+
+
+def test_mail_settings_are_checked_without_echoing_a_password(tmp_path: pathlib.Path) -> None:
+    secret = "hunter2-mail-password"
+    for url in (f"ftp://user:{secret}@mail.test", f"smtp:/user:{secret}@x", "file://relative/dir"):
+        with pytest.raises(SettingsError, match="CINEMA_MAIL_URL") as caught:
+            Settings.from_env("movie", _env(tmp_path, CINEMA_MAIL_URL=url))
+        assert secret not in str(caught.value)
+    smtp = f"smtps://user:{secret}@mail.test:465"
+    settings = Settings.from_env("movie", _env(tmp_path, CINEMA_MAIL_URL=smtp))
+    assert settings.mail_url == smtp and secret not in repr(settings)
+    with pytest.raises(SettingsError, match="CINEMA_PUBLIC_URL"):
+        Settings.from_env("movie", _env(tmp_path, CINEMA_PUBLIC_URL="shop.example"))
+    public = Settings.from_env("movie", _env(tmp_path, CINEMA_PUBLIC_URL="https://shop.test/"))
+    assert public.public_url == "https://shop.test"
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ SECRETS_DIR = "/run/secrets"
 #: The broker's compose service, and the client port nats-server listens on by default.
 NATS = "nats"
 NATS_CLIENT_PORT = 4222
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?[^}]*\}")
 
 
 class _RecordingEnviron(Mapping[str, str]):
@@ -81,8 +81,13 @@ def _check_schema(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
 
 
 def _interpolated(value: object) -> str:
-    # Compose replaces ${NAME:?message} with the variable's value; any value does here.
-    return _VARIABLE.sub(lambda match: f"test-{match.group(1).lower()}", str(value))
+    # Compose replaces ${NAME:?message} with the variable's value (any value does here), and
+    # ${NAME:-default} with the default when NAME is unset (as it is here).
+    def replace(match: re.Match[str]) -> str:
+        default = match.group(2)
+        return default if default is not None else f"test-{match.group(1).lower()}"
+
+    return _VARIABLE.sub(replace, str(value))
 
 
 def _seconds(duration: str) -> float:

@@ -58,6 +58,7 @@ SECRETS: Mapping[str, frozenset[str]] = {
     kubernetes.JWT_PUBLIC_SECRET: frozenset({kubernetes.JWT_PUBLIC_FILE}),
     kubernetes.JWT_PRIVATE_SECRET: frozenset({kubernetes.JWT_PRIVATE_FILE}),
     kubernetes.ADMIN_SECRET: frozenset({"email", "password"}),
+    kubernetes.MAIL_SECRET: frozenset({"url", "public-url"}),
     **{kubernetes.database_secret(key): frozenset({"url", "password"}) for key in SERVICES},
 }
 #: Images that are not Cinema's, each also in docker-compose.yml (tests below compare them).
@@ -405,6 +406,10 @@ def _environment(
         "email": "admin@example.com",
         "password": "a-test-password-long-enough",
     }
+    mail_values = {
+        "url": "smtp://cinema:a-test-password@mail.example:587",
+        "public-url": "https://shop.example",
+    }
     key_files = {
         kubernetes.JWT_PUBLIC_SECRET: keys.public_path,
         kubernetes.JWT_PRIVATE_SECRET: keys.private_path,
@@ -414,7 +419,12 @@ def _environment(
     for variable in container.get("env", []):
         name = variable["name"]
         if "valueFrom" in variable:
-            environment[name] = secret_values[variable["valueFrom"]["secretKeyRef"]["key"]]
+            reference = variable["valueFrom"]["secretKeyRef"]
+            environment[name] = (
+                mail_values[reference["key"]]
+                if reference["name"] == kubernetes.MAIL_SECRET
+                else secret_values[reference["key"]]
+            )
             continue
         value = variable["value"]
         if name.endswith("_FILE"):

@@ -37,6 +37,7 @@ from services.user.domain import (
     parse_role,
 )
 from services.user.passwords import PasswordHasher
+from services.user.repository import RegistrationRepository
 from services.user.service import UserService
 from tests.support.tokens import SigningKeys
 from tests.unit.fake_events import MemoryInbox, RecordingOutbox
@@ -284,6 +285,9 @@ class MemoryUnitOfWork:
     #: Never set: these tests make no call through the gateway (no call id), so nothing
     #: is recorded (services/common/handled_calls.py; tests/integration/test_repeated_calls.py).
     calls: HandledCalls
+    #: Never set: these tests make accounts outside a call, at once; a registration and its
+    #: mailed link are tested on real databases (tests/integration/test_registration.py).
+    registrations: RegistrationRepository
 
     def __init__(self, store: dict[str, User], read_only: bool = False) -> None:
         self._store = store
@@ -346,7 +350,9 @@ def as_caller(user: User) -> RequestContext:
 
 
 def register(service: UserService, email: str, password: str = DEFAULT_PASSWORD) -> User:
-    return service.create_user(UserFields(email=email, display_name="Someone", password=password))
+    user = service.create_user(UserFields(email=email, display_name="Someone", password=password))
+    assert isinstance(user, User), "outside a call, the account is made at once"
+    return user
 
 
 def test_register_normalises_and_hashes(service: UserService) -> None:

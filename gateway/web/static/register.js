@@ -1,33 +1,33 @@
-// Register an account (the user role), then log in with it.
+// Register an account (the user role). The account is made when the link mailed to the
+// address is followed (/verify), so the page says where to look instead of logging in.
+// The answer is the same whether or not the address has an account.
 
 import { api } from "./api.js";
-import { logIn } from "./auth.js";
-import { busy, clearErrors, nextPath, renderHeader, showErrors } from "./ui.js";
+import { busy, clearErrors, renderHeader, say, showErrors } from "./ui.js";
 
 const form = document.getElementById("register");
+const sent = document.getElementById("register-sent");
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(form);
   const email = form.elements.email.value.trim();
-  const password = form.elements.password.value;
   await busy(document.getElementById("register-button"), async () => {
     try {
       await api("POST", "/api/v1/users", {
-        body: { email, displayName: form.elements.displayName.value.trim(), password },
+        body: {
+          email,
+          displayName: form.elements.displayName.value.trim(),
+          password: form.elements.password.value,
+        },
         auth: false,
       });
     } catch (error) {
       showErrors(form, error);
       return;
     }
-    try {
-      await logIn(email, password);
-      window.location.assign(nextPath());
-    } catch (error) {
-      // Registered, but the login failed (rare): say so rather than hide the account.
-      showErrors(form, error);
-    }
+    form.hidden = true;
+    say(sent, `We sent a mail to ${email}. Follow the link in it to open your account.`, "success");
   });
 });
 

@@ -12,8 +12,8 @@ import pytest
 
 from tests.e2e.conftest import RunningSystem
 
-PAGES = ("/", "/login", "/register", "/basket", "/orders", "/orders/some-id", "/admin",
-         "/movies/some-id")  # fmt: skip
+PAGES = ("/", "/login", "/register", "/verify", "/basket", "/orders", "/orders/some-id",
+         "/admin", "/movies/some-id")  # fmt: skip
 
 
 @pytest.mark.parametrize("path", PAGES)

@@ -63,14 +63,32 @@ def test_a_shopper_browses_registers_logs_in_buys_pays_and_logs_out(
     page.get_by_role("button", name="Add to basket").click()
     expect(page.locator("#basket-link")).to_have_text("Basket (1)")
 
-    # Register (which logs in), then log out.
+    # Register: the page says where the link went; the link opens the account; log in,
+    # then log out.
     page.get_by_role("link", name="Register").click()
     email = f"shopper-{tag}@example.com"
     page.get_by_label("Email").fill(email)
     page.get_by_label("Your name").fill("Sam Shopper")
     page.get_by_label("Password").fill("popcorn-and-films")
     page.get_by_role("button", name="Register").click()
+    expect(page.locator("#register-sent")).to_have_text(
+        f"We sent a mail to {email}. Follow the link in it to open your account."
+    )
+    expect(page.locator("#register")).to_be_hidden()
+    base, token = system.mailbox.link(email)
+    assert base == f"http://localhost:{system.port}", "the link leads to this front door"
+    page.goto(f"/verify#token={token}")
+    expect(page.locator("#verify-status")).to_have_text("Your account is open, Sam Shopper. Log in")
+    expect(page).to_have_url(re.compile("/verify$"))  # the token leaves the address bar
+    page.locator("#verify-login").click()
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill("popcorn-and-films")
+    page.get_by_role("button", name="Log in").click()
     expect(page.locator("#signed-in-as")).to_have_text("Signed in as Sam Shopper")
+    # The link again: the same account, still open.
+    page.goto(f"/verify#token={token}")
+    expect(page.locator("#verify-status")).to_have_text("Your account is open, Sam Shopper. Log in")
+    page.goto("/")
     page.get_by_role("button", name="Log out").click()
     expect(page.locator("#login-link")).to_be_visible()
 
@@ -193,6 +211,12 @@ def test_a_bad_form_shows_each_error_next_to_its_field(page: Page) -> None:
         "Please correct the fields marked above."
     )
 
+    # A link whose token makes nothing says so, and how to go on.
+    page.goto("/verify#token=not-a-token-we-sent")
+    expect(page.locator("#verify-status")).to_contain_text("The link is not valid")
+    again = page.locator("#verify-status").get_by_role("link", name="Register again")
+    expect(again).to_be_visible()
+
     # An error that names no field is a message.
     page.goto("/login")
     page.get_by_label("Email").fill("nobody@example.com")
@@ -256,12 +280,7 @@ def test_pages_that_need_a_login_say_so(page: Page) -> None:
 def test_a_user_who_is_not_an_admin_gets_no_admin_forms(page: Page, system: RunningSystem) -> None:
     tag = _tag()
     email = f"plain-{tag}@example.com"
-    created = system.request(
-        "POST",
-        "/api/v1/users",
-        {"email": email, "displayName": "Plain", "password": "popcorn-and-films"},
-    )
-    assert created.status == 200, created
+    system.register(email, "popcorn-and-films", "Plain")
     log_in(page, email, "popcorn-and-films")
     expect(page.locator("#site-header").get_by_role("link", name="Admin")).to_have_count(0)
     page.goto("/admin")

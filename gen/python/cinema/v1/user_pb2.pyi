@@ -134,9 +134,10 @@ class CreateUserRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Optional client-chosen idempotency key, 1 to 100 characters (a UUID is a good choice;
-    AIP-155). A retry with the same key returns the first account; the same key with other
-    fields is refused with ALREADY_EXISTS. Without one, a call the gateway repeats
-    (after a replica failed mid-call) still makes one account; a retry of your own does not.
+    AIP-155). A retry with the same key answers what the first call answered, and sends no
+    second mail; the same key with other fields is refused with ALREADY_EXISTS. Without
+    one, a call the gateway repeats (after a replica failed mid-call) still registers
+    once; a retry of your own does not.
     """
     @_builtins.property
     def user(self) -> Global___User:
@@ -155,6 +156,28 @@ class CreateUserRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateUserRequest: _TypeAlias = CreateUserRequest  # noqa: Y015
+
+@_typing.final
+class VerifyEmailRequest(_message.Message):
+    """The token of a registration's mail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The `token` parameter of the link in the mail, 1 to 200 characters."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyEmailRequest: _TypeAlias = VerifyEmailRequest  # noqa: Y015
 
 @_typing.final
 class GetUserRequest(_message.Message):

@@ -41,6 +41,11 @@ class UserServiceStub:
                 request_serializer=cinema_dot_v1_dot_user__pb2.CreateUserRequest.SerializeToString,
                 response_deserializer=cinema_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
+        self.VerifyEmail = channel.unary_unary(
+                '/cinema.v1.UserService/VerifyEmail',
+                request_serializer=cinema_dot_v1_dot_user__pb2.VerifyEmailRequest.SerializeToString,
+                response_deserializer=cinema_dot_v1_dot_user__pb2.User.FromString,
+                _registered_method=True)
         self.GetUser = channel.unary_unary(
                 '/cinema.v1.UserService/GetUser',
                 request_serializer=cinema_dot_v1_dot_user__pb2.GetUserRequest.SerializeToString,
@@ -98,7 +103,23 @@ class UserServiceServicer:
     """
 
     def CreateUser(self, request, context):
-        """Registers a new account with the user role. Anyone may register.
+        """Registers an account with the user role. Anyone may register, and the answer does not
+        tell whether the email has an account: it is the email, display name and role as
+        stored, with no id and no times. A mail goes to the address, a link for VerifyEmail
+        when it has no account, a notice when it has one; the account is made when the link is
+        followed, so until then the email and password sign nothing in. An admin's CreateUser
+        makes the account at once and answers it with its id (ALREADY_EXISTS when the email
+        is taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyEmail(self, request, context):
+        """Makes the account of a registration from the `token` its mail linked to, and answers
+        it. Following the link again answers the same account. A token that is unknown,
+        expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
+        `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +218,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     request_deserializer=cinema_dot_v1_dot_user__pb2.CreateUserRequest.FromString,
                     response_serializer=cinema_dot_v1_dot_user__pb2.User.SerializeToString,
             ),
+            'VerifyEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyEmail,
+                    request_deserializer=cinema_dot_v1_dot_user__pb2.VerifyEmailRequest.FromString,
+                    response_serializer=cinema_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
             'GetUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUser,
                     request_deserializer=cinema_dot_v1_dot_user__pb2.GetUserRequest.FromString,
@@ -275,6 +301,33 @@ class UserService:
             target,
             '/cinema.v1.UserService/CreateUser',
             cinema_dot_v1_dot_user__pb2.CreateUserRequest.SerializeToString,
+            cinema_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cinema.v1.UserService/VerifyEmail',
+            cinema_dot_v1_dot_user__pb2.VerifyEmailRequest.SerializeToString,
             cinema_dot_v1_dot_user__pb2.User.FromString,
             options,
             channel_credentials,

@@ -35,7 +35,20 @@ class UserServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UserServiceAsyncStub: ...
     CreateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.User]
-    """Registers a new account with the user role. Anyone may register."""
+    """Registers an account with the user role. Anyone may register, and the answer does not
+    tell whether the email has an account: it is the email, display name and role as
+    stored, with no id and no times. A mail goes to the address, a link for VerifyEmail
+    when it has no account, a notice when it has one; the account is made when the link is
+    followed, so until then the email and password sign nothing in. An admin's CreateUser
+    makes the account at once and answers it with its id (ALREADY_EXISTS when the email
+    is taken).
+    """
+    VerifyEmail: _grpc.UnaryUnaryMultiCallable[_user_pb2.VerifyEmailRequest, _user_pb2.User]
+    """Makes the account of a registration from the `token` its mail linked to, and answers
+    it. Following the link again answers the same account. A token that is unknown,
+    expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
+    `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
+    """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]
     """Returns one account: the caller's own, or any for an admin."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
@@ -85,7 +98,20 @@ class UserServiceAsyncStub(UserServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.User]  # type: ignore[assignment]
-    """Registers a new account with the user role. Anyone may register."""
+    """Registers an account with the user role. Anyone may register, and the answer does not
+    tell whether the email has an account: it is the email, display name and role as
+    stored, with no id and no times. A mail goes to the address, a link for VerifyEmail
+    when it has no account, a notice when it has one; the account is made when the link is
+    followed, so until then the email and password sign nothing in. An admin's CreateUser
+    makes the account at once and answers it with its id (ALREADY_EXISTS when the email
+    is taken).
+    """
+    VerifyEmail: _aio.UnaryUnaryMultiCallable[_user_pb2.VerifyEmailRequest, _user_pb2.User]  # type: ignore[assignment]
+    """Makes the account of a registration from the `token` its mail linked to, and answers
+    it. Following the link again answers the same account. A token that is unknown,
+    expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
+    `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
+    """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns one account: the caller's own, or any for an admin."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
@@ -138,7 +164,26 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_pb2.CreateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
-        """Registers a new account with the user role. Anyone may register."""
+        """Registers an account with the user role. Anyone may register, and the answer does not
+        tell whether the email has an account: it is the email, display name and role as
+        stored, with no id and no times. A mail goes to the address, a link for VerifyEmail
+        when it has no account, a notice when it has one; the account is made when the link is
+        followed, so until then the email and password sign nothing in. An admin's CreateUser
+        makes the account at once and answers it with its id (ALREADY_EXISTS when the email
+        is taken).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyEmail(
+        self,
+        request: _user_pb2.VerifyEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
+        """Makes the account of a registration from the `token` its mail linked to, and answers
+        it. Following the link again answers the same account. A token that is unknown,
+        expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
+        `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
+        """
 
     @_abc_1.abstractmethod
     def GetUser(

@@ -1,0 +1,267 @@
+"""Registration without enumeration, on a real user service (SQLite and PostgreSQL): the
+same answer for a known and a new email, a mailed link that makes the account, and a mail
+that cannot leave storing nothing. The SMTP mailer talks to a real SMTP server (aiosmtpd)
+on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+
+from cinema.v1 import user_pb2, user_pb2_grpc
+from services.common.db import make_engine
+from tests.conftest import DatabaseFactory
+from tests.support.errors import call_error
+from tests.support.mail import LINK, Mailbox, register
+from tests.support.servers import RunningService, service_settings, start_service
+from tests.support.tokens import SigningKeys
+
+PASSWORD = "s3cret-Passw0rd"
+ADMIN_EMAIL = "boss@registration.test"
+ADMIN_PASSWORD = "boss-password-1"
+
+
+@dataclass
+class Registry:
+    service: RunningService
+    users: user_pb2_grpc.UserServiceStub
+    mailbox: Mailbox
+    url: str
+
+
+@pytest.fixture(scope="module")
+def registry(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Registry]:
+    url = databases("user_registration")
+    env = keys.env() | {"CINEMA_ADMIN_EMAIL": ADMIN_EMAIL, "CINEMA_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    service = start_service("user", service_settings("user", url, env))
+    try:
+        yield Registry(
+            service, user_pb2_grpc.UserServiceStub(service.channel()), Mailbox(keys.mail_dir), url
+        )
+    finally:
+        service.stop()
+
+
+def fresh_email() -> str:
+    return f"reg-{uuid.uuid4().hex[:12]}@example.test"
+
+
+def create(
+    users: user_pb2_grpc.UserServiceStub,
+    address: str,
+    password: str = PASSWORD,
+    request_id: str = "",
+) -> tuple[user_pb2.User, tuple[tuple[str, str | bytes], ...]]:
+    """CreateUser's answer and trailing metadata, called as anyone (no token)."""
+    request = user_pb2.CreateUserRequest(
+        user=user_pb2.User(email=address, display_name="Same Name", password=password),
+        request_id=request_id,
+    )
+    reply, rpc = users.CreateUser.with_call(request)
+    return reply, tuple(rpc.trailing_metadata() or ())
+
+
+def login_code(users: user_pb2_grpc.UserServiceStub, address: str, password: str) -> str:
+    try:
+        users.Login(user_pb2.LoginRequest(email=address, password=password))
+    except grpc.RpcError as error:
+        failure = call_error(error)
+        return f"{failure.code.name} {failure.reason} {failure.message}"
+    return "OK"
+
+
+def rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(sql), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def test_a_known_and_a_new_email_get_the_same_answer(registry: Registry) -> None:
+    known = fresh_email()
+    register(registry.users, registry.mailbox, known, "owners-password-1", "Same Name")
+    new = fresh_email()
+    known_reply, known_trailers = create(registry.users, known)
+    new_reply, new_trailers = create(registry.users, new)
+
+    # Byte for byte the same but for the address itself; nothing names an account.
+    assert known_reply.email == known and new_reply.email == new
+    known_reply.email = new_reply.email = ""
+    assert known_reply.SerializeToString() == new_reply.SerializeToString()
+    assert not new_reply.id and not new_reply.HasField("create_time")
+    assert new_reply.role == user_pb2.ROLE_USER and new_reply.display_name == "Same Name"
+    assert [k for k, _ in known_trailers] == [k for k, _ in new_trailers]
+
+    # Until a link is followed, the password just chosen signs nothing in, for either.
+    assert login_code(registry.users, new, PASSWORD) == login_code(registry.users, known, PASSWORD)
+    assert login_code(registry.users, new, PASSWORD).startswith("UNAUTHENTICATED")
+    # The owner's account is untouched.
+    assert login_code(registry.users, known, "owners-password-1") == "OK"
+
+    # What tells the two apart is in the mailbox, which only the address's owner reads.
+    notice = registry.mailbox.latest(known)
+    assert notice["Subject"] == "Someone tried to register with your Cinema address"
+    assert not LINK.search(notice.get_content()), "a notice makes nothing"
+    link = registry.mailbox.latest(new)
+    assert link["Subject"] == "Confirm your Cinema account"
+    base, token = registry.mailbox.link(new)
+    assert base == "http://127.0.0.1:8080", "links start with CINEMA_PUBLIC_URL's default"
+    assert len(token) == 43
+
+
+def test_the_link_makes_the_account_once(registry: Registry) -> None:
+    address = fresh_email()
+    create(registry.users, address)
+    token = registry.mailbox.token(address)
+    made = registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=token))
+    assert made.id and made.email == address and made.role == user_pb2.ROLE_USER
+    assert login_code(registry.users, address, PASSWORD) == "OK"
+    # A second click answers the same account, and makes no other.
+    again = registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=token))
+    assert again == made
+    assert rows(registry.url, "SELECT count(*) FROM users WHERE email = :e", e=address) == [(1,)]
+    # The address now has an account: registering it again sends a notice, not a link.
+    create(registry.users, address, "another-password-2")
+    assert not LINK.search(registry.mailbox.latest(address).get_content())
+    assert login_code(registry.users, address, "another-password-2").startswith("UNAUTHENTICATED")
+
+
+def test_only_a_live_link_of_a_free_address_makes_an_account(registry: Registry) -> None:
+    # Expired: its registration's time has passed.
+    expired = fresh_email()
+    create(registry.users, expired)
+    rows(
+        registry.url,
+        "UPDATE registrations SET expire_time = create_time WHERE email = :e",
+        e=expired,
+    )
+    # Two registrations of one address: the first link followed wins, the other is spent.
+    twice = fresh_email()
+    create(registry.users, twice)
+    create(registry.users, twice)
+    first, second = (LINK.search(m.get_content()) for m in registry.mailbox.messages(twice))
+    assert first and second
+    registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=second.group(2)))
+    # An account followed by a delete: its link does not bring it back.
+    deleted = fresh_email()
+    gone = register(registry.users, registry.mailbox, deleted, PASSWORD)
+    admin = registry.users.Login(user_pb2.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD))
+    registry.users.DeleteUser(
+        user_pb2.DeleteUserRequest(id=gone.id),
+        metadata=(("authorization", f"Bearer {admin.access_token}"),),
+    )
+
+    errors = []
+    for token in (
+        registry.mailbox.token(expired),
+        first.group(2),
+        registry.mailbox.token(deleted),
+        "x" * 43,
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=token))
+        errors.append(call_error(caught.value))
+    assert {e.code for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}
+    assert {(e.reason, e.message, tuple(e.violations)) for e in errors} == {
+        (errors[0].reason, errors[0].message, ("token",))
+    }, "one answer for every token that makes nothing"
+    assert errors[0].reason == "REGISTRATION_TOKEN_INVALID"
+    assert login_code(registry.users, expired, PASSWORD).startswith("UNAUTHENTICATED")
+
+    for bad in ("", "t" * 201):
+        with pytest.raises(grpc.RpcError) as caught:
+            registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=bad))
+        failure = call_error(caught.value)
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and set(failure.violations) == {
+            "token"
+        }
+
+    # The next registration clears the expired one away.
+    create(registry.users, fresh_email())
+    assert rows(registry.url, "SELECT count(*) FROM registrations WHERE email = :e", e=expired) == [
+        (0,)
+    ]
+
+
+def test_a_repeated_create_answers_alike_and_mails_once(registry: Registry) -> None:
+    address = fresh_email()
+    key = str(uuid.uuid4())
+    first, _ = create(registry.users, address, request_id=key)
+    again, _ = create(registry.users, address, request_id=key)
+    assert again == first
+    assert len(registry.mailbox.messages(address)) == 1
+
+
+def test_a_mail_that_cannot_leave_stores_nothing(
+    keys: SigningKeys, databases: DatabaseFactory, unused_tcp_port: int
+) -> None:
+    url = databases("user_registration_no_mail")
+    env = keys.env() | {"CINEMA_MAIL_URL": f"smtp://127.0.0.1:{unused_tcp_port}"}
+    service = start_service("user", service_settings("user", url, env))
+    try:
+        users = user_pb2_grpc.UserServiceStub(service.channel())
+        with pytest.raises(grpc.RpcError) as caught:
+            create(users, fresh_email())
+        failure = call_error(caught.value)
+        assert failure.code == grpc.StatusCode.UNAVAILABLE, failure
+        assert "mail" in failure.message and str(unused_tcp_port) not in failure.message
+    finally:
+        service.stop()
+    assert rows(url, "SELECT count(*) FROM registrations") == [(0,)]
+
+
+class _Inbox:
+    """aiosmtpd's handler: keeps each message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.arrived = threading.Event()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        content = envelope.content  # type: ignore[attr-defined]
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        self.messages.append(message)
+        self.arrived.set()
+        return "250 OK"
+
+
+def test_the_smtp_mailer_delivers_the_link(
+    keys: SigningKeys, databases: DatabaseFactory, unused_tcp_port: int
+) -> None:
+    inbox = _Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=unused_tcp_port)
+    smtp.start()
+    url = databases("user_registration_smtp")
+    env = keys.env() | {
+        "CINEMA_MAIL_URL": f"smtp://127.0.0.1:{unused_tcp_port}",
+        "CINEMA_MAIL_FROM": "Cinema <shop@cinema.test>",
+        "CINEMA_PUBLIC_URL": "https://shop.cinema.test/",
+    }
+    service = start_service("user", service_settings("user", url, env))
+    try:
+        users = user_pb2_grpc.UserServiceStub(service.channel())
+        address = fresh_email()
+        create(users, address)
+        assert inbox.arrived.wait(5)
+        (message,) = inbox.messages
+        assert message["To"] == address and message["From"] == "Cinema <shop@cinema.test>"
+        match = LINK.search(message.get_content())
+        assert match and match.group(1) == "https://shop.cinema.test"
+        made = users.VerifyEmail(user_pb2.VerifyEmailRequest(token=match.group(2)))
+        assert made.email == address
+    finally:
+        service.stop()
+        smtp.stop()
