@@ -307,6 +307,9 @@ class UserService:
             reveal_id=False,
         )
 
+    # Neither mail quotes anything the registrant typed but the address it goes to: anyone
+    # may register any address, and the display name would let them write to its owner.
+
     def _link_mail(self, clean: CheckedFields, token: str) -> Mail:
         link = f"{self._public_url}/verify#token={token}"
         hours = int(REGISTRATION_TTL.total_seconds() // 3600)
@@ -314,7 +317,7 @@ class UserService:
             to=clean.email,
             subject="Confirm your Cinema account",
             text=(
-                f"Hello {clean.display_name},\n\n"
+                "Hello,\n\n"
                 "someone, we hope you, asked to open a Cinema account with this address.\n"
                 f"To open it, follow this link within {hours} hours:\n\n{link}\n\n"
                 "If it was not you, ignore this mail: no account is made.\n"

@@ -116,6 +116,8 @@ def test_a_known_and_a_new_email_get_the_same_answer(registry: Registry) -> None
     assert not LINK.search(notice.get_content()), "a notice makes nothing"
     link = registry.mailbox.latest(new)
     assert link["Subject"] == "Confirm your Cinema account"
+    for mail in (notice, link):
+        assert "Same Name" not in mail.as_string(), "no registrant's text reaches the owner"
     base, token = registry.mailbox.link(new)
     assert base == "http://127.0.0.1:8080", "links start with CINEMA_PUBLIC_URL's default"
     assert len(token) == 43

@@ -1,4 +1,4 @@
-// Logging in, shared by the login and register pages.
+// Logging in (the login page; the header's Log out ends the session through the API).
 
 import { api } from "./api.js";
 import { session, signIn } from "./session.js";

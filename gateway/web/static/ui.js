@@ -3,6 +3,7 @@
 // API data reaches the page through el() and textContent only, never innerHTML, so a
 // movie titled "<img onerror=...>" is shown as those characters and nothing runs.
 
+import { api } from "./api.js";
 import { basket, session, signOut } from "./session.js";
 
 /** A new element: el("a", {href: "/"}, "text", childNode). Strings become text nodes. */
@@ -55,7 +56,15 @@ export function renderHeader() {
   const account = el("div", { class: "account" });
   if (current) {
     const logout = el("button", { type: "button", id: "logout" }, "Log out");
-    logout.addEventListener("click", () => {
+    logout.addEventListener("click", async () => {
+      logout.disabled = true;
+      try {
+        // End the session on the server too: its access tokens are refused everywhere
+        // within a second, not only forgotten by this tab.
+        await api("POST", "/api/v1/auth/logout", { body: {} });
+      } catch {
+        // Ended or expired already: forgetting the token here is all that is left.
+      }
       signOut();
       window.location.assign("/");
     });

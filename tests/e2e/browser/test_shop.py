@@ -5,6 +5,7 @@ is wrong next to each field; API data is shown as text, never run."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -133,10 +134,18 @@ def test_a_shopper_browses_registers_logs_in_buys_pays_and_logs_out(
     assert stored.body["status"] == "ORDER_STATUS_PAID"
     assert [item["movieId"] for item in stored.body["items"]] == [movie["id"]]
 
-    # Log out: the token is gone from the tab, and was never in any address.
+    # Log out: the session ends on the server (its token is refused), the token is gone
+    # from the tab, and it was never in any address.
+    shop_token = page.evaluate("sessionStorage.getItem('cinema.token')")
+    me = f"/api/v1/orders/{order_id}"
+    assert system.request("GET", me, token=shop_token).status == 200
     page.get_by_role("button", name="Log out").click()
     expect(page.locator("#login-link")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('cinema.token')") is None
+    deadline = time.monotonic() + 5
+    while system.request("GET", me, token=shop_token).status != 401:
+        assert time.monotonic() < deadline, "the shop's token still works after Log out"
+        time.sleep(0.1)
     jwt_like = re.compile(r"eyJ[\w-]+\.[\w-]+\.")
     assert not [url for url in urls if jwt_like.search(url)]
 
