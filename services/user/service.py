@@ -132,6 +132,15 @@ def _invalid_refresh_token() -> Unauthenticated:
     )
 
 
+def _check_sent(value: str, field: str, limit: int, violations: Violations) -> None:
+    """A secret the caller sends (a password, a token): required and at most ``limit``
+    characters, used exactly as sent (never trimmed)."""
+    if not value:
+        violations.add(field, "is required")
+    elif len(value) > limit:
+        violations.add(field, f"must be at most {limit} characters")
+
+
 def _invalid_registration_token() -> InvalidArgument:
     problem = (
         "the link is not valid: unknown, expired, or its address has an account already; "
@@ -350,10 +359,7 @@ class UserService:
         holder of the mail can get this far, but a token is no way to ask about accounts.
         """
         violations = Violations()
-        if not token:
-            violations.add("token", "is required")
-        elif len(token) > REGISTRATION_TOKEN_MAX:
-            violations.add("token", f"must be at most {REGISTRATION_TOKEN_MAX} characters")
+        _check_sent(token, "token", REGISTRATION_TOKEN_MAX, violations)
         violations.raise_if_any()
         token_hash = _hash_token(token)
         now = self._clock()
@@ -590,10 +596,7 @@ class UserService:
         elif len(email.strip()) > EMAIL_MAX:
             # No account can have it, so saying so reveals nothing about accounts.
             violations.add("email", f"must be at most {EMAIL_MAX} characters")
-        if not password:
-            violations.add("password", "is required")
-        elif len(password) > PASSWORD_MAX:
-            violations.add("password", f"must be at most {PASSWORD_MAX} characters")
+        _check_sent(password, "password", PASSWORD_MAX, violations)
         violations.raise_if_any()
         key = email_key(email)
         now = self._clock()
@@ -664,10 +667,7 @@ class UserService:
         retired and the repeat answers new ones. So Envoy may repeat RefreshToken.
         """
         violations = Violations()
-        if not refresh_token:
-            violations.add("refresh_token", "is required")
-        elif len(refresh_token) > REFRESH_TOKEN_MAX:
-            violations.add("refresh_token", f"must be at most {REFRESH_TOKEN_MAX} characters")
+        _check_sent(refresh_token, "refresh_token", REFRESH_TOKEN_MAX, violations)
         violations.raise_if_any()
         now = self._clock().replace(microsecond=0)
         reused = False
