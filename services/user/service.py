@@ -46,6 +46,7 @@ import math
 import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from cinema.v1.events_pb2 import SessionRevoked
 from services.common import handled_calls, pagination
@@ -350,9 +351,15 @@ class UserService:
         with self._uow(read_only=True) as uow:
             return uow.registrations.find_by_request_key(key)
 
-    def verify_email(self, token: str) -> User:
+    def verify_email(self, token: str, password: str) -> User:
         """The account of the registration whose link carried ``token``, made now, or the
-        one made when the link was followed before.
+        one made when the link was followed before; ``password`` must be the one the
+        registration chose.
+
+        The password makes the mailbox alone not enough, and the password alone not
+        enough: whoever registers somebody else's address chose its password, and the
+        owner, following a link they never asked for, would otherwise open an account
+        that stranger can sign in to.
 
         One error for every token that makes nothing (unknown, expired, a notice's, or its
         address given an account since by another registration or an admin): only the
@@ -360,17 +367,31 @@ class UserService:
         """
         violations = Violations()
         _check_sent(token, "token", REGISTRATION_TOKEN_MAX, violations)
+        _check_sent(password, "password", PASSWORD_MAX, violations)
         violations.raise_if_any()
         token_hash = _hash_token(token)
-        now = self._clock()
-        with self._uow() as uow:
-            registration = uow.registrations.get(token_hash, for_update=True)
+
+        def usable(registration: Registration | None) -> Registration:
             if (
                 registration is None
                 or registration.password_hash is None
-                or registration.expire_time <= now
+                or registration.expire_time <= self._clock()
             ):
                 raise _invalid_registration_token()
+            return registration
+
+        # argon2 before the write transaction (SQLite has one writer at a time); the row's
+        # hash never changes, so the check holds for the transaction below.
+        with self._uow(read_only=True) as uow:
+            found = usable(uow.registrations.get(token_hash))
+        if not self._passwords.verify(cast(str, found.password_hash), password):
+            raise InvalidArgument(
+                [FieldViolation("password", "is not the password chosen when registering")],
+                reason="REGISTRATION_PASSWORD_MISMATCH",
+            )
+        now = self._clock()
+        with self._uow() as uow:
+            registration = usable(uow.registrations.get(token_hash, for_update=True))
             if registration.user_id is not None:
                 made = uow.users.get(registration.user_id)
                 if made is None:  # deleted since
@@ -381,7 +402,7 @@ class UserService:
                 email=registration.email,
                 display_name=registration.display_name,
                 role=Role.USER,
-                password_hash=registration.password_hash,
+                password_hash=cast(str, registration.password_hash),
                 create_time=now,
                 update_time=now,
             )

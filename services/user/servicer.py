@@ -90,7 +90,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def VerifyEmail(
         self, request: user_pb2.VerifyEmailRequest, context: grpc.ServicerContext
     ) -> user_pb2.User:
-        return user_to_proto(self._service.verify_email(request.token))
+        return user_to_proto(self._service.verify_email(request.token, request.password))
 
     def GetUser(
         self, request: user_pb2.GetUserRequest, context: grpc.ServicerContext

@@ -98,7 +98,8 @@ class RunningSystem:
         created = self.request("POST", "/api/v1/users", fields)
         assert created.status == 200, created
         token = self.mailbox.token(email)
-        made = self.request("POST", "/api/v1/users:verifyEmail", {"token": token})
+        link = {"token": token, "password": password}
+        made = self.request("POST", "/api/v1/users:verifyEmail", link)
         assert made.status == 200, made
         return made
 

@@ -405,7 +405,8 @@ def test_kill_one_replica_of_each_service_during_mixed_reads_and_writes(shop: Sh
                     "CreateUser", lambda: users.CreateUser(request, timeout=CALL_TIMEOUT)
                 ):
                     return
-                link = user_pb2.VerifyEmailRequest(token=shop.system.mailbox.token(email))
+                token = shop.system.mailbox.token(email)
+                link = user_pb2.VerifyEmailRequest(token=token, password=USER_PASSWORD)
                 user = tally.call(
                     "VerifyEmail", lambda: users.VerifyEmail(link, timeout=CALL_TIMEOUT)
                 )

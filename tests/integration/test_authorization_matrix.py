@@ -270,7 +270,8 @@ def verify_email(w: World, as_: As) -> object:
     email = f"link-{uuid.uuid4().hex[:12]}@cinema.test"
     user = user_pb2.User(email=email, display_name="Linked", password=PASSWORD)
     w.users.CreateUser(user_pb2.CreateUserRequest(user=user))
-    request = user_pb2.VerifyEmailRequest(token=Mailbox(w.keys.mail_dir).token(email))
+    token = Mailbox(w.keys.mail_dir).token(email)
+    request = user_pb2.VerifyEmailRequest(token=token, password=PASSWORD)
     return w.users.VerifyEmail(request, metadata=as_(w.owner))
 
 

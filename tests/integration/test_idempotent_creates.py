@@ -364,7 +364,7 @@ def test_a_repeated_registration_with_another_password_keeps_the_first(
     assert register("another-password-1") == first
     mailbox = Mailbox(keys.mail_dir)
     assert len(mailbox.messages(email)) == 1, "the repeat sent no second mail"
-    link = user_pb2.VerifyEmailRequest(token=mailbox.token(email))
+    link = user_pb2.VerifyEmailRequest(token=mailbox.token(email), password=PASSWORD)
     patiently(lambda: shop.users.VerifyEmail(link))
 
     def login(password: str) -> user_pb2.LoginResponse:

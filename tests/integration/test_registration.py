@@ -70,6 +70,16 @@ def create(
     return reply, tuple(rpc.trailing_metadata() or ())
 
 
+def verify(
+    users: user_pb2_grpc.UserServiceStub, token: str, password: str = PASSWORD
+) -> user_pb2.User:
+    """Follow a registration's link, with the password it chose."""
+    made: user_pb2.User = users.VerifyEmail(
+        user_pb2.VerifyEmailRequest(token=token, password=password)
+    )
+    return made
+
+
 def login_code(users: user_pb2_grpc.UserServiceStub, address: str, password: str) -> str:
     try:
         users.Login(user_pb2.LoginRequest(email=address, password=password))
@@ -127,17 +137,36 @@ def test_the_link_makes_the_account_once(registry: Registry) -> None:
     address = fresh_email()
     create(registry.users, address)
     token = registry.mailbox.token(address)
-    made = registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=token))
+    made = verify(registry.users, token)
     assert made.id and made.email == address and made.role == user_pb2.ROLE_USER
     assert login_code(registry.users, address, PASSWORD) == "OK"
     # A second click answers the same account, and makes no other.
-    again = registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=token))
+    again = verify(registry.users, token)
     assert again == made
     assert rows(registry.url, "SELECT count(*) FROM users WHERE email = :e", e=address) == [(1,)]
     # The address now has an account: registering it again sends a notice, not a link.
     create(registry.users, address, "another-password-2")
     assert not LINK.search(registry.mailbox.latest(address).get_content())
     assert login_code(registry.users, address, "another-password-2").startswith("UNAUTHENTICATED")
+
+
+def test_the_link_needs_the_password_the_registration_chose(registry: Registry) -> None:
+    # A stranger registers somebody else's address with a password of their choosing; the
+    # owner, following the link, does not know it, so no account is opened for the stranger.
+    address = fresh_email()
+    create(registry.users, address, "strangers-password-1")
+    token = registry.mailbox.token(address)
+    for wrong, reason in (("owners-guess-1", "REGISTRATION_PASSWORD_MISMATCH"), ("", "")):
+        with pytest.raises(grpc.RpcError) as caught:
+            verify(registry.users, token, wrong)
+        failure = call_error(caught.value)
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, failure
+        assert set(failure.violations) == {"password"} and failure.reason == (
+            reason or "INVALID_ARGUMENT"
+        )
+        assert "strangers-password-1" not in failure.message
+    assert rows(registry.url, "SELECT count(*) FROM users WHERE email = :e", e=address) == [(0,)]
+    assert verify(registry.users, token, "strangers-password-1").email == address
 
 
 def test_only_a_live_link_of_a_free_address_makes_an_account(registry: Registry) -> None:
@@ -155,7 +184,7 @@ def test_only_a_live_link_of_a_free_address_makes_an_account(registry: Registry)
     create(registry.users, twice)
     first, second = (LINK.search(m.get_content()) for m in registry.mailbox.messages(twice))
     assert first and second
-    registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=second.group(2)))
+    verify(registry.users, second.group(2))
     # An account followed by a delete: its link does not bring it back.
     deleted = fresh_email()
     gone = register(registry.users, registry.mailbox, deleted, PASSWORD)
@@ -173,7 +202,7 @@ def test_only_a_live_link_of_a_free_address_makes_an_account(registry: Registry)
         "x" * 43,
     ):
         with pytest.raises(grpc.RpcError) as caught:
-            registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=token))
+            verify(registry.users, token)
         errors.append(call_error(caught.value))
     assert {e.code for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}
     assert {(e.reason, e.message, tuple(e.violations)) for e in errors} == {
@@ -184,7 +213,7 @@ def test_only_a_live_link_of_a_free_address_makes_an_account(registry: Registry)
 
     for bad in ("", "t" * 201):
         with pytest.raises(grpc.RpcError) as caught:
-            registry.users.VerifyEmail(user_pb2.VerifyEmailRequest(token=bad))
+            verify(registry.users, bad)
         failure = call_error(caught.value)
         assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and set(failure.violations) == {
             "token"
@@ -262,7 +291,7 @@ def test_the_smtp_mailer_delivers_the_link(
         assert message["To"] == address and message["From"] == "Cinema <shop@cinema.test>"
         match = LINK.search(message.get_content())
         assert match and match.group(1) == "https://shop.cinema.test"
-        made = users.VerifyEmail(user_pb2.VerifyEmailRequest(token=match.group(2)))
+        made = verify(users, match.group(2))
         assert made.email == address
     finally:
         service.stop()

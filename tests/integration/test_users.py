@@ -177,7 +177,7 @@ def test_register_accepts_an_explicit_user_role(accounts: Accounts) -> None:
     )
     assert user.role == user_pb2.ROLE_USER
     made = accounts.users.VerifyEmail(
-        user_pb2.VerifyEmailRequest(token=accounts.mailbox.token(email))
+        user_pb2.VerifyEmailRequest(token=accounts.mailbox.token(email), password=PASSWORD)
     )
     assert made.role == user_pb2.ROLE_USER
 
@@ -242,7 +242,7 @@ def test_concurrent_links_of_one_email_give_one_account(accounts: Accounts) -> N
     assert len(tokens) == len(variants) and all(tokens), "one link each: none had an account"
 
     def follow(token: str) -> grpc.StatusCode:
-        request = user_pb2.VerifyEmailRequest(token=token)
+        request = user_pb2.VerifyEmailRequest(token=token, password=PASSWORD)
         return retried(lambda: accounts.users.VerifyEmail(request))
 
     with concurrent.futures.ThreadPoolExecutor(len(variants)) as pool:
@@ -358,7 +358,7 @@ def test_no_password_or_hash_in_any_response_error_or_log(
     created = answer(
         "VerifyEmail",
         lambda: users.VerifyEmail.with_call(
-            user_pb2.VerifyEmailRequest(token=accounts.mailbox.token(email))
+            user_pb2.VerifyEmailRequest(token=accounts.mailbox.token(email), password=old)
         ),
     )
     login = answer(

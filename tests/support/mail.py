@@ -56,5 +56,7 @@ def register(
         ),
         **call,
     )
-    made: user_pb2.User = users.VerifyEmail(user_pb2.VerifyEmailRequest(token=mailbox.token(email)))
+    made: user_pb2.User = users.VerifyEmail(
+        user_pb2.VerifyEmailRequest(token=mailbox.token(email), password=password)
+    )
     return made

@@ -79,8 +79,13 @@ def test_a_shopper_browses_registers_logs_in_buys_pays_and_logs_out(
     base, token = system.mailbox.link(email)
     assert base == f"http://localhost:{system.port}", "the link leads to this front door"
     page.goto(f"/verify#token={token}")
-    expect(page.locator("#verify-status")).to_have_text("Your account is open, Sam Shopper. Log in")
     expect(page).to_have_url(re.compile("/verify$"))  # the token leaves the address bar
+    page.get_by_label("The password you chose when registering").fill("not-the-password")
+    page.get_by_role("button", name="Open my account").click()
+    expect(page.locator("#password-error")).to_contain_text("not the password chosen")
+    page.get_by_label("The password you chose when registering").fill("popcorn-and-films")
+    page.get_by_role("button", name="Open my account").click()
+    expect(page.locator("#verify-status")).to_have_text("Your account is open, Sam Shopper. Log in")
     page.locator("#verify-login").click()
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill("popcorn-and-films")
@@ -88,6 +93,8 @@ def test_a_shopper_browses_registers_logs_in_buys_pays_and_logs_out(
     expect(page.locator("#signed-in-as")).to_have_text("Signed in as Sam Shopper")
     # The link again: the same account, still open.
     page.goto(f"/verify#token={token}")
+    page.get_by_label("The password you chose when registering").fill("popcorn-and-films")
+    page.get_by_role("button", name="Open my account").click()
     expect(page.locator("#verify-status")).to_have_text("Your account is open, Sam Shopper. Log in")
     page.goto("/")
     page.get_by_role("button", name="Log out").click()
@@ -222,7 +229,10 @@ def test_a_bad_form_shows_each_error_next_to_its_field(page: Page) -> None:
 
     # A link whose token makes nothing says so, and how to go on.
     page.goto("/verify#token=not-a-token-we-sent")
+    page.get_by_label("The password you chose when registering").fill("popcorn-and-films")
+    page.get_by_role("button", name="Open my account").click()
     expect(page.locator("#verify-status")).to_contain_text("The link is not valid")
+    expect(page.locator("#verify")).to_be_hidden()
     again = page.locator("#verify-status").get_by_role("link", name="Register again")
     expect(again).to_be_visible()
 

@@ -116,10 +116,14 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyEmail(self, request, context):
-        """Makes the account of a registration from the `token` its mail linked to, and answers
-        it. Following the link again answers the same account. A token that is unknown,
-        expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
-        `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
+        """Makes the account of a registration from the `token` its mail linked to and the
+        `password` it chose, and answers it. Following the link again answers the same
+        account. A token that is unknown, expired, or whose address has an account made
+        meanwhile is INVALID_ARGUMENT on `token` (reason REGISTRATION_TOKEN_INVALID), the
+        same for each; another password is INVALID_ARGUMENT on `password` (reason
+        REGISTRATION_PASSWORD_MISMATCH). The password means that neither the mailbox alone nor
+        the password alone opens an account: whoever registers someone else's address cannot
+        have its owner open an account for them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

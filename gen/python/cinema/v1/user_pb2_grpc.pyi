@@ -44,10 +44,14 @@ class UserServiceStub:
     is taken).
     """
     VerifyEmail: _grpc.UnaryUnaryMultiCallable[_user_pb2.VerifyEmailRequest, _user_pb2.User]
-    """Makes the account of a registration from the `token` its mail linked to, and answers
-    it. Following the link again answers the same account. A token that is unknown,
-    expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
-    `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
+    """Makes the account of a registration from the `token` its mail linked to and the
+    `password` it chose, and answers it. Following the link again answers the same
+    account. A token that is unknown, expired, or whose address has an account made
+    meanwhile is INVALID_ARGUMENT on `token` (reason REGISTRATION_TOKEN_INVALID), the
+    same for each; another password is INVALID_ARGUMENT on `password` (reason
+    REGISTRATION_PASSWORD_MISMATCH). The password means that neither the mailbox alone nor
+    the password alone opens an account: whoever registers someone else's address cannot
+    have its owner open an account for them.
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]
     """Returns one account: the caller's own, or any for an admin."""
@@ -107,10 +111,14 @@ class UserServiceAsyncStub(UserServiceStub):
     is taken).
     """
     VerifyEmail: _aio.UnaryUnaryMultiCallable[_user_pb2.VerifyEmailRequest, _user_pb2.User]  # type: ignore[assignment]
-    """Makes the account of a registration from the `token` its mail linked to, and answers
-    it. Following the link again answers the same account. A token that is unknown,
-    expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
-    `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
+    """Makes the account of a registration from the `token` its mail linked to and the
+    `password` it chose, and answers it. Following the link again answers the same
+    account. A token that is unknown, expired, or whose address has an account made
+    meanwhile is INVALID_ARGUMENT on `token` (reason REGISTRATION_TOKEN_INVALID), the
+    same for each; another password is INVALID_ARGUMENT on `password` (reason
+    REGISTRATION_PASSWORD_MISMATCH). The password means that neither the mailbox alone nor
+    the password alone opens an account: whoever registers someone else's address cannot
+    have its owner open an account for them.
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns one account: the caller's own, or any for an admin."""
@@ -179,10 +187,14 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_pb2.VerifyEmailRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
-        """Makes the account of a registration from the `token` its mail linked to, and answers
-        it. Following the link again answers the same account. A token that is unknown,
-        expired, or whose address has an account made meanwhile is INVALID_ARGUMENT on
-        `token` (reason REGISTRATION_TOKEN_INVALID), the same for each.
+        """Makes the account of a registration from the `token` its mail linked to and the
+        `password` it chose, and answers it. Following the link again answers the same
+        account. A token that is unknown, expired, or whose address has an account made
+        meanwhile is INVALID_ARGUMENT on `token` (reason REGISTRATION_TOKEN_INVALID), the
+        same for each; another password is INVALID_ARGUMENT on `password` (reason
+        REGISTRATION_PASSWORD_MISMATCH). The password means that neither the mailbox alone nor
+        the password alone opens an account: whoever registers someone else's address cannot
+        have its owner open an account for them.
         """
 
     @_abc_1.abstractmethod
