@@ -536,8 +536,13 @@ class System:
         )
         # Registration links: files a person can open, unless the environment names a
         # mail server; the links lead to this system's front door.
-        env.setdefault("CINEMA_MAIL_URL", f"file://{self.mail_dir}")
-        env.setdefault("CINEMA_PUBLIC_URL", f"http://localhost:{self.options.port}")
+        defaults = {
+            "CINEMA_MAIL_URL": f"file://{self.mail_dir}",
+            "CINEMA_PUBLIC_URL": f"http://localhost:{self.options.port}",
+        }
+        for variable, value in defaults.items():
+            if not env.get(variable, "").strip():  # unset or empty, as Settings reads it
+                env[variable] = value
         for variable in ("CAST_SERVICE_ADDR", "MOVIE_SERVICE_ADDR", "USER_SERVICE_ADDR"):
             env.pop(variable, None)  # peers go through this system's own gateway
         env["NATS_URL"] = self._nats_url

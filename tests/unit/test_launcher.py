@@ -178,3 +178,24 @@ def test_a_port_left_in_time_wait_by_a_stopped_system_can_be_held(tmp_path: path
     system = launcher.System(options, out=io.StringIO())
     system._reserve_ports()  # no "Address already in use": Envoy could bind it too
     system._release_ports()
+
+
+def test_the_user_service_mails_into_the_data_dir_unless_told_otherwise(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = launcher.Options(port=18080, admin_port=19901, data_dir=tmp_path)
+    system = launcher.System(options, out=io.StringIO())
+    for unset in (None, ""):  # an empty variable reads as unset, as the services read it
+        if unset is None:
+            monkeypatch.delenv("CINEMA_MAIL_URL", raising=False)
+        else:
+            monkeypatch.setenv("CINEMA_MAIL_URL", unset)
+        env = system._service_env("user", tmp_path / "keys")
+        assert env["CINEMA_MAIL_URL"] == f"file://{tmp_path.resolve() / 'mail'}"
+        assert env["CINEMA_PUBLIC_URL"] == "http://localhost:18080"
+        assert f"mail:    {tmp_path.resolve() / 'mail'} (registration links" in system.banner()
+    monkeypatch.setenv("CINEMA_MAIL_URL", "smtp://mail.example:25")
+    assert system._service_env("user", tmp_path / "keys")["CINEMA_MAIL_URL"] == (
+        "smtp://mail.example:25"
+    )
+    assert "sent through CINEMA_MAIL_URL" in system.banner()
