@@ -412,32 +412,15 @@ def service_manifests(key: str) -> list[dict[str, Any]]:
         {"name": "CINEMA_GRACE_SECONDS", "value": str(GRACE_SECONDS)},
     ]
     if key == "user":
-        serve_env += [
-            {
-                "name": variable,
-                "valueFrom": {
-                    "secretKeyRef": {"name": ADMIN_SECRET, "key": secret_key, "optional": True}
-                },
-            }
-            for variable, secret_key in (
-                ("CINEMA_ADMIN_EMAIL", "email"),
-                ("CINEMA_ADMIN_PASSWORD", "password"),
-            )
-        ]
+        serve_env += _optional_secret_env(
+            ADMIN_SECRET,
+            {"CINEMA_ADMIN_EMAIL": "email", "CINEMA_ADMIN_PASSWORD": "password"},
+        )
         # Registration mails its link (services/user/mail.py): the SMTP URL holds a
         # password, so a Secret; without one, mail stays in the pod's /tmp.
-        serve_env += [
-            {
-                "name": variable,
-                "valueFrom": {
-                    "secretKeyRef": {"name": MAIL_SECRET, "key": secret_key, "optional": True}
-                },
-            }
-            for variable, secret_key in (
-                ("CINEMA_MAIL_URL", "url"),
-                ("CINEMA_PUBLIC_URL", "public-url"),
-            )
-        ]
+        serve_env += _optional_secret_env(
+            MAIL_SECRET, {"CINEMA_MAIL_URL": "url", "CINEMA_PUBLIC_URL": "public-url"}
+        )
     mounts = [
         {"name": "jwt-keys", "mountPath": JWT_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir of the pod's own
@@ -908,6 +891,18 @@ def _disruption_budget(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
+
+
+def _optional_secret_env(secret: str, keys: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Environment variables read from keys of a Secret that need not exist (the pod
+    starts without it): variable -> key."""
+    return [
+        {
+            "name": variable,
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}},
+        }
+        for variable, key in keys.items()
+    ]
 
 
 def _secret_file(secret: str, file_name: str) -> dict[str, Any]:

@@ -412,6 +412,11 @@ def _sqlstate(error: Any) -> str | None:
     return str(state) if state else None
 
 
+def _unset(environ: Mapping[str, str], name: str) -> bool:
+    """Whether ``name`` is unset or empty: what the services' settings take for unset."""
+    return not environ.get(name, "").strip()
+
+
 class System:
     """Everything ``cinema up`` starts, in start order."""
 
@@ -541,7 +546,7 @@ class System:
             "CINEMA_PUBLIC_URL": f"http://localhost:{self.options.port}",
         }
         for variable, value in defaults.items():
-            if not env.get(variable, "").strip():  # unset or empty, as Settings reads it
+            if _unset(env, variable):
                 env[variable] = value
         for variable in ("CAST_SERVICE_ADDR", "MOVIE_SERVICE_ADDR", "USER_SERVICE_ADDR"):
             env.pop(variable, None)  # peers go through this system's own gateway
@@ -801,11 +806,10 @@ class System:
             else "  No admin yet: restart with CINEMA_ADMIN_EMAIL and CINEMA_ADMIN_PASSWORD "
             "set to create the first one."
         )
-        mail_url = os.environ.get("CINEMA_MAIL_URL", "").strip()
         mail = (
-            "sent through CINEMA_MAIL_URL"
-            if mail_url
-            else f"{self.mail_dir} (registration links, one .eml file each)"
+            f"{self.mail_dir} (registration links, one .eml file each)"
+            if _unset(os.environ, "CINEMA_MAIL_URL")
+            else "sent through CINEMA_MAIL_URL"
         )
         return "\n".join(
             [

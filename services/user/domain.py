@@ -14,6 +14,7 @@ from enum import Enum
 
 from services.common.context import Role
 from services.common.errors import AlreadyExists, Violations
+from services.common.ids import new_id
 
 EMAIL_MAX = 254  # RFC 5321: the longest address a mail server accepts
 EMAIL_LOCAL_MAX = 64
@@ -42,6 +43,21 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @classmethod
+    def new(
+        cls, email: str, display_name: str, role: Role, password_hash: str, now: dt.datetime
+    ) -> User:
+        """A new account with a fresh id, created and last changed ``now``."""
+        return cls(
+            id=new_id(),
+            email=email,
+            display_name=display_name,
+            role=role,
+            password_hash=password_hash,
+            create_time=now,
+            update_time=now,
+        )
 
 
 @dataclass(frozen=True)

@@ -248,15 +248,7 @@ class UserService:
         def create() -> User:
             password_hash = self._passwords.hash(clean.password)
             now = self._clock()
-            user = User(
-                id=new_id(),
-                email=clean.email,
-                display_name=clean.display_name,
-                role=Role.USER,
-                password_hash=password_hash,
-                create_time=now,
-                update_time=now,
-            )
+            user = User.new(clean.email, clean.display_name, Role.USER, password_hash, now)
             with self._uow() as uow:
                 # Two registrations of one email at once: the unique constraint decides.
                 uow.users.add(user, record)
@@ -397,14 +389,12 @@ class UserService:
                 if made is None:  # deleted since
                     raise _invalid_registration_token()
                 return made
-            user = User(
-                id=new_id(),
-                email=registration.email,
-                display_name=registration.display_name,
-                role=Role.USER,
-                password_hash=cast(str, registration.password_hash),
-                create_time=now,
-                update_time=now,
+            user = User.new(
+                registration.email,
+                registration.display_name,
+                Role.USER,
+                cast(str, registration.password_hash),
+                now,
             )
             try:
                 uow.users.add(user)
@@ -821,15 +811,7 @@ class UserService:
             return None
         password_hash = self._passwords.hash(password)
         now = self._clock()
-        admin = User(
-            id=new_id(),
-            email=clean_email,
-            display_name=FIRST_ADMIN_DISPLAY_NAME,
-            role=Role.ADMIN,
-            password_hash=password_hash,
-            create_time=now,
-            update_time=now,
-        )
+        admin = User.new(clean_email, FIRST_ADMIN_DISPLAY_NAME, Role.ADMIN, password_hash, now)
         try:
             with self._uow() as uow:
                 if uow.users.admin_exists():
