@@ -170,6 +170,13 @@ def _add_mail_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     mail.add_argument("--to", default=None, metavar="EMAIL", help="only mail to this address")
     mail.add_argument("--data-dir", default="cinema-data", help="as given to `cinema up`")
     mail.add_argument("--link", action="store_true", help="print only its registration link")
+    mail.add_argument(
+        "--wait",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="when there is no mail yet, wait this long for one (default 5)",
+    )
 
 
 def _exit_now(status: int) -> None:
@@ -270,7 +277,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             from services import mailbox
 
             raise SystemExit(
-                mailbox.main(pathlib.Path(args.data_dir), args.to, link_only=args.link)
+                mailbox.main(
+                    pathlib.Path(args.data_dir),
+                    args.to,
+                    link_only=args.link,
+                    wait_seconds=args.wait,
+                )
             )
         elif args.command == "keys":
             raise SystemExit(_keys(args))

@@ -1,6 +1,8 @@
 """``cinema mail``: the mail the user service left in a directory (``CINEMA_MAIL_URL``
 ``file://``, what ``cinema up`` uses: ``DATA_DIR/mail``), read as a person would. The newest
 mail, to one address when ``--to`` is given; ``--link`` prints only its registration link.
+Mail leaves a moment after the call that queued it (services/user/mail_relay.py), so when
+there is none yet it waits for one, ``--wait`` seconds at most.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import email.policy
 import pathlib
 import re
 import sys
+import time
 from email.message import EmailMessage
 
 #: A registration link in a mail: the front door's address, then the token.
@@ -35,9 +38,13 @@ def link(message: EmailMessage) -> str | None:
     return found.group(0) if found else None
 
 
-def main(data_dir: pathlib.Path, to: str | None, *, link_only: bool) -> int:
+def main(
+    data_dir: pathlib.Path, to: str | None, *, link_only: bool, wait_seconds: float = 5.0
+) -> int:
     directory = data_dir / "mail"
-    found = messages(directory, to)
+    deadline = time.monotonic() + wait_seconds
+    while not (found := messages(directory, to)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if not found:
         whom = f" to {to}" if to else ""
         print(f"cinema mail: no mail{whom} in {directory}", file=sys.stderr)

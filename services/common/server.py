@@ -27,9 +27,10 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -53,6 +54,15 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _FIRST_CHECK_DELAY = 0.025
 
 
+class BackgroundWorker(Protocol):
+    """A thread of a service's own beside its calls (the user service's mail relay)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None:
+        """Finish what it is doing and stop, within a bounded time."""
+        ...
+
+
 @dataclass
 class ServiceSpec:
     """What the bootstrap needs from one service's composition root."""
@@ -67,6 +77,9 @@ class ServiceSpec:
     #: (services.common.handled_calls.handled_by), so a repeat of a call that ended the
     #: caller's session may still be answered.
     handled_call: Callable[[str, str], bool] | None = None
+    #: Started after the server, stopped after its last call (what that call queued
+    #: gets its chance before the process exits).
+    background: Sequence[BackgroundWorker] = ()
 
 
 class CinemaServer:
@@ -164,6 +177,8 @@ class CinemaServer:
         self._watch.start()
         if self.spec.events is not None:
             self.spec.events.start()
+        for worker in self.spec.background:
+            worker.start()
 
     def _set_health(self, status: int) -> None:
         for name in ("", self.spec.full_name):
@@ -195,6 +210,8 @@ class CinemaServer:
         logger.info("stopping: in-flight calls have %.1fs to finish", self.grace_seconds)
         self.server.stop(self.grace_seconds).wait()
         self.executor.shutdown(wait=True, cancel_futures=False)
+        for worker in self.spec.background:
+            worker.stop()
         if self.spec.events is not None:
             # After the last call: what it stored is published before the process exits
             # (or waits in the outbox for the next start, if the broker is away).

@@ -7,9 +7,10 @@ only one with the JWT private key (``CINEMA_JWT_PRIVATE_KEY_FILE`` or
 with (``CINEMA_JWT_PUBLIC_KEY_FILE``), which is checked here so that a mismatch stops the
 process at start instead of making every token fail later.
 
-Registration mails its link through the mailer ``CINEMA_MAIL_URL`` names (by default
-files in ``mail/`` of the data directory), with links that start with
-``CINEMA_PUBLIC_URL`` (by default the gateway's address): see services/user/mail.py.
+Registration queues its mail in its own transaction; the mail relay hands it to the mailer
+``CINEMA_MAIL_URL`` names (by default files in ``mail/`` of the data directory), with
+links that start with ``CINEMA_PUBLIC_URL`` (by default the gateway's address): see
+services/user/mail.py and services/user/mail_relay.py.
 
 When ``CINEMA_ADMIN_EMAIL`` and ``CINEMA_ADMIN_PASSWORD`` are set and no admin exists,
 the first admin is created here (see :meth:`UserService.ensure_first_admin`); with an
@@ -34,6 +35,7 @@ from services.common.server import ServiceSpec
 from services.common.settings import Settings, SettingsError
 from services.user import events
 from services.user.mail import mailer_from_url
+from services.user.mail_relay import MailOutbox, MailRelay
 from services.user.models import EVENTS
 from services.user.passwords import PasswordHasher
 from services.user.repository import SqlAlchemyUserUnitOfWork
@@ -103,6 +105,10 @@ def build(settings: Settings) -> ServiceSpec:
     sessions = EnginePools(engine)
     log = EventLog(EVENTS, enabled=settings.events_enabled)
     uow = functools.partial(SqlAlchemyUserUnitOfWork, sessions, events=log)
+    mail = MailRelay(
+        MailOutbox(engine, sessions.single_statement_read),
+        mailer_from_url(settings.mail_url, settings.mail_from),
+    )
     try:
         migrations.upgrade(engine, "user")
         service = UserService(
@@ -114,7 +120,7 @@ def build(settings: Settings) -> ServiceSpec:
             PasswordHasher(settings.argon2, max_concurrent=max(1, settings.worker_threads // 4)),
             issuer,
             session_ttl_seconds=settings.session_ttl_seconds,
-            mailer=mailer_from_url(settings.mail_url, settings.mail_from),
+            mail=mail,
             public_url=settings.public_url,
         )
         bootstrap_first_admin(service, settings)
@@ -132,6 +138,7 @@ def build(settings: Settings) -> ServiceSpec:
         close=sessions.close,
         events=build_runtime(settings, log, sessions, events.consumer(uow, service)),
         handled_call=handled_calls.handled_by(uow),
+        background=(mail,),
     )
 
 

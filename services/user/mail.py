@@ -8,13 +8,11 @@ an account already. Which mailer is a setting (``CINEMA_MAIL_URL``):
 * ``smtp://[USER:PASSWORD@]HOST[:PORT]`` hands the mail to an SMTP server (port 25 by
   default; STARTTLS when the server offers it, and required when a password is given),
   ``smtps://`` with TLS from the start (port 465). A production setup points it at the
-  local MTA or a provider's relay, which queues and retries delivery.
+  local MTA or a provider's relay, which queues and retries delivery onwards.
 
-A mail is handed over inside the registration's transaction, before it commits: when the
-mailer refuses it, nothing is stored and the caller gets UNAVAILABLE (so the client tries
-again). The other order would store registrations whose link never left. The cost is a
-commit that fails after the mail left: a mail whose link is unknown, which the person
-answers by registering again. The SMTP connection's timeout is the call's remaining time.
+No call waits for a mailer: a use case queues its mail in its own transaction (the
+``mail_outbox`` table), and the mail relay (:mod:`services.user.mail_relay`) hands it
+over after the commit, retrying while the mailer is away.
 """
 
 from __future__ import annotations
@@ -31,10 +29,19 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Protocol
 
-from services.common.errors import Unavailable
-
-#: How long the SMTP exchange of one mail may take when the call sets no deadline.
+#: How long one step of the SMTP exchange (connect, a command, the data) may wait.
 SMTP_TIMEOUT_SECONDS = 10.0
+
+
+class MailNotSent(Exception):
+    """The mailer did not take a mail. ``permanent``: it never will (the server refused
+    the address or the mail with a 5xx reply), so trying again is pointless; otherwise
+    (no answer, a 4xx reply, a disk error) a later attempt may succeed. The message names
+    no address and no server text: either may quote the recipient or the credentials."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,11 @@ class Mail:
 
 
 class Mailer(Protocol):
-    def send(self, mail: Mail, timeout: float | None = None) -> None:
-        """Hand ``mail`` over for delivery, within ``timeout`` seconds when given;
-        :class:`Unavailable` when it could not be."""
+    #: The longest a hand-over may take: the relay's lease on a mail is twice as long.
+    max_send_seconds: float
+
+    def send(self, mail: Mail) -> None:
+        """Hand ``mail`` over for delivery; :class:`MailNotSent` when it was not."""
         ...
 
 
@@ -67,6 +76,8 @@ def _message(mail: Mail, sender: str) -> EmailMessage:
 class DirectoryMailer:
     """Mail as files in a directory (a mail drop for a machine without a mail server)."""
 
+    max_send_seconds = 2.5  # one small file
+
     def __init__(self, directory: pathlib.Path, sender: str) -> None:
         self._directory = directory
         self._sender = sender
@@ -75,7 +86,7 @@ class DirectoryMailer:
     def directory(self) -> pathlib.Path:
         return self._directory
 
-    def send(self, mail: Mail, timeout: float | None = None) -> None:
+    def send(self, mail: Mail) -> None:
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.eml"
         partial = self._directory / f".{name}.part"
         try:
@@ -87,11 +98,14 @@ class DirectoryMailer:
             partial.rename(self._directory / name)
         except OSError as error:
             partial.unlink(missing_ok=True)
-            raise Unavailable(f"the mail could not be written ({error.strerror})") from None
+            raise MailNotSent(f"the mail could not be written ({error.strerror})") from None
 
 
 class SmtpMailer:
     """Mail through an SMTP server, one connection per mail."""
+
+    # Each step may wait SMTP_TIMEOUT_SECONDS: connect, EHLO, STARTTLS, login, the mail.
+    max_send_seconds = 6 * SMTP_TIMEOUT_SECONDS
 
     def __init__(self, url: str, sender: str) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -107,8 +121,8 @@ class SmtpMailer:
             f"SmtpMailer({'smtps' if self._implicit_tls else 'smtp'}://{self._host}:{self._port})"
         )
 
-    def send(self, mail: Mail, timeout: float | None = None) -> None:
-        wait = SMTP_TIMEOUT_SECONDS if timeout is None else max(timeout, 0.05)
+    def send(self, mail: Mail) -> None:
+        wait = SMTP_TIMEOUT_SECONDS
         context = ssl.create_default_context()
         try:
             client: smtplib.SMTP
@@ -123,14 +137,37 @@ class SmtpMailer:
                         client.starttls(context=context)
                         client.ehlo()
                     elif self._password is not None:
-                        raise Unavailable("the mail server offers no STARTTLS for the login")
+                        raise MailNotSent("the mail server offers no STARTTLS for the login")
                 if self._user is not None and self._password is not None:
                     client.login(self._user, self._password)
                 client.send_message(_message(mail, self._sender))
         except (OSError, smtplib.SMTPException) as error:
             # Not the server's text: it may quote the address or the credentials.
-            reason = type(error).__name__
-            raise Unavailable(f"the mail server refused the mail ({reason})") from None
+            code = reply_code(error)
+            reason = type(error).__name__ + (f" {code}" if code else "")
+            raise MailNotSent(
+                f"the mail server did not take the mail ({reason})", permanent=is_final(error)
+            ) from None
+
+
+def is_final(error: BaseException) -> bool:
+    """Whether an SMTP failure is for good: a 5xx refusal of the address or the mail. A
+    failed login (535) is the operator's to fix, and the mail waits for it; a 4xx reply,
+    a timeout or a refused connection may pass."""
+    code = reply_code(error)
+    return (
+        code is not None and code >= 500 and not isinstance(error, smtplib.SMTPAuthenticationError)
+    )
+
+
+def reply_code(error: BaseException) -> int | None:
+    """The SMTP reply code of a refusal: the one refused recipient's, the sender's, the
+    data's; None for a connection or TLS failure."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]  # one recipient per mail
+        return min(codes) if codes else None
+    code = getattr(error, "smtp_code", None)
+    return code if isinstance(code, int) and code > 0 else None
 
 
 def mailer_from_url(url: str, sender: str) -> Mailer:

@@ -148,6 +148,28 @@ class LoginFailureRow(Base):
     last_failure_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class MailOutboxRow(Base):
+    """A mail waiting to be handed to the mailer (services/user/mail_relay.py): stored in
+    the transaction of the use case that sends it, deleted once the mailer took it.
+
+    ``body`` holds a registration's link, a credential, until then: seconds, or as long as
+    the mail server is away. ``due_time`` is when the next attempt may start; a relay that
+    takes a row sets it a lease ahead (another replica takes the row over if that relay
+    dies), and after a failed attempt a growing delay ahead. ``trace_context`` is the
+    ``traceparent`` of the call that queued it, so its delivery joins that trace."""
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    trace_context: Mapped[str | None] = mapped_column(String(64))
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    due_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+
+
 #: The outbox and inbox (services.common.events.tables), like every service's.
 EVENTS = event_tables.define(Base.metadata)
 #: The calls Envoy may repeat that this service carried out (services.common.handled_calls).

@@ -33,12 +33,14 @@ from services.user.domain import (
     User,
     email_key,
 )
+from services.user.mail import Mail
 from services.user.models import (
     EMAIL_KEY_CONSTRAINT,
     REGISTRATION_REQUEST_KEY_INDEX,
     REQUEST_KEY_INDEX,
     Base,
     LoginFailureRow,
+    MailOutboxRow,
     OwnedMovieRow,
     RefreshTokenRow,
     RegistrationRow,
@@ -189,6 +191,13 @@ class RegistrationRepository(Protocol):
         ...
 
 
+class MailQueue(Protocol):
+    def add(self, mail: Mail, now: dt.datetime, trace_context: str | None = None) -> None:
+        """Queue ``mail`` for the mail relay, in this transaction: it leaves only if the
+        transaction commits (services/user/mail_relay.py)."""
+        ...
+
+
 class UserUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the user tables."""
 
@@ -202,6 +211,8 @@ class UserUnitOfWork(UnitOfWork, Protocol):
     def login_failures(self) -> LoginFailureRepository: ...
     @property
     def registrations(self) -> RegistrationRepository: ...
+    @property
+    def mail(self) -> MailQueue: ...
 
 
 _users = Base.metadata.tables[UserRow.__tablename__]
@@ -665,6 +676,29 @@ class SqlAlchemyRegistrationRepository:
         return int(result.rowcount)
 
 
+_mail_outbox = Base.metadata.tables[MailOutboxRow.__tablename__]
+
+
+class SqlAlchemyMailQueue:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, mail: Mail, now: dt.datetime, trace_context: str | None = None) -> None:
+        self._connection.execute(
+            insert(_mail_outbox),
+            {
+                "id": new_id(),
+                "recipient": mail.to,
+                "subject": mail.subject,
+                "body": mail.text,
+                "trace_context": trace_context,
+                "create_time": now,
+                "due_time": now,
+                "attempts": 0,
+            },
+        )
+
+
 class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
     """Every read-only use case of accounts is one statement, so reads run without a
     transaction (autocommit on PostgreSQL); writes are one transaction."""
@@ -674,6 +708,7 @@ class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
     sessions: SqlAlchemySessionRepository
     login_failures: SqlAlchemyLoginFailureRepository
     registrations: SqlAlchemyRegistrationRepository
+    mail: SqlAlchemyMailQueue
 
     def _bind(self, connection: Connection) -> None:
         self.users = SqlAlchemyUserRepository(connection)
@@ -681,3 +716,4 @@ class SqlAlchemyUserUnitOfWork(CoreUnitOfWork):
         self.sessions = SqlAlchemySessionRepository(connection)
         self.login_failures = SqlAlchemyLoginFailureRepository(connection)
         self.registrations = SqlAlchemyRegistrationRepository(connection)
+        self.mail = SqlAlchemyMailQueue(connection)

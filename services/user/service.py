@@ -46,10 +46,10 @@ import math
 import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 from cinema.v1.events_pb2 import SessionRevoked
-from services.common import handled_calls, pagination
+from services.common import handled_calls, pagination, tracing
 from services.common.auth import TokenIssuer
 from services.common.clock import Clock, utc_now
 from services.common.context import Principal, RequestContext, Role
@@ -90,13 +90,20 @@ from services.user.domain import (
     email_key,
     login_wait,
 )
-from services.user.mail import SMTP_TIMEOUT_SECONDS, Mail, Mailer
+from services.user.mail import Mail
 from services.user.passwords import PasswordHasher
 from services.user.repository import UserUnitOfWork
 
 logger = logging.getLogger(__name__)
 
 UnitOfWorkFactory = Callable[..., UserUnitOfWork]
+
+
+class MailWaker(Protocol):
+    """What is told that a commit queued mail (:class:`services.user.mail_relay.MailRelay`)."""
+
+    def wake(self) -> None: ...
+
 
 FIRST_ADMIN_DISPLAY_NAME = "Administrator"
 
@@ -206,11 +213,11 @@ class UserService:
         clock: Clock = utc_now,
         *,
         session_ttl_seconds: int = 30 * 24 * 3600,
-        mailer: Mailer | None = None,
+        mail: MailWaker | None = None,
         public_url: str = "http://localhost:8080",
     ) -> None:
         self._uow = uow
-        self._mailer = mailer
+        self._mail = mail
         self._public_url = public_url.rstrip("/")
         self._passwords = passwords
         self._tokens = tokens
@@ -243,7 +250,7 @@ class UserService:
         record = RequestRecord(key, _request_hash(clean)) if key else None
         principal = context.principal if context else None
         if context is not None and (principal is None or not principal.is_admin):
-            return self._register(clean, record, context)
+            return self._register(clean, record)
 
         def create() -> User:
             password_hash = self._passwords.hash(clean.password)
@@ -259,25 +266,23 @@ class UserService:
             record, "user", find=self._find_by_request_key, create=create, reveal_id=False
         )
 
-    def _register(
-        self, clean: CheckedFields, record: RequestRecord | None, context: RequestContext
-    ) -> Registration:
+    def _register(self, clean: CheckedFields, record: RequestRecord | None) -> Registration:
         """A registration that makes the account when its mailed link is followed
         (:meth:`verify_email`), without telling the caller whether the address has one.
 
         The same work and the same answer either way: the password is hashed, a
-        registration is stored, one mail is sent (a link when the address has no account,
+        registration is stored, one mail is queued (a link when the address has no account,
         a notice when it has one, whose registration keeps no password and makes nothing),
         and the caller gets the fields back. An account usable at once would tell: a Login
         with the password just chosen would work for a new address only. Expired
         registrations are deleted on the way.
         """
-        if self._mailer is None:
+        if self._mail is None:
             raise FailedPrecondition(
                 "registration is closed: this service has no mailer to send its link",
                 reason="REGISTRATION_CLOSED",
             )
-        mailer = self._mailer
+        relay = self._mail
 
         def register() -> Registration:
             password_hash = self._passwords.hash(clean.password)
@@ -296,9 +301,11 @@ class UserService:
                 )
                 uow.registrations.add(registration, record)
                 mail = self._notice_mail(clean) if taken else self._link_mail(clean, token)
-                # Before the commit: a mail that cannot leave stores nothing (user/mail.py).
-                mailer.send(mail, timeout=context.deadline.timeout(SMTP_TIMEOUT_SECONDS))
+                # Queued in this transaction: it leaves once the registration is stored,
+                # and the call does not wait for the mail server (user/mail_relay.py).
+                uow.mail.add(mail, now, tracing.current_traceparent())
                 uow.commit()
+            relay.wake()
             return registration
 
         return create_once(

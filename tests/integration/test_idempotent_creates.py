@@ -31,7 +31,7 @@ from services.common.context import CALL_ID_METADATA, Role
 from services.common.db import make_engine
 from tests.conftest import DatabaseFactory
 from tests.support.errors import CallError, call_error
-from tests.support.mail import Mailbox
+from tests.support.mail import Mailbox, wait_until_sent
 from tests.support.servers import RunningService, service_settings, start_service
 from tests.support.tokens import SigningKeys
 
@@ -363,6 +363,7 @@ def test_a_repeated_registration_with_another_password_keeps_the_first(
     first = register(PASSWORD)
     assert register("another-password-1") == first
     mailbox = Mailbox(keys.mail_dir)
+    wait_until_sent(shop.engines["user"])
     assert len(mailbox.messages(email)) == 1, "the repeat sent no second mail"
     link = user_pb2.VerifyEmailRequest(token=mailbox.token(email), password=PASSWORD)
     patiently(lambda: shop.users.VerifyEmail(link))

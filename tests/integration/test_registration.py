@@ -1,18 +1,23 @@
 """Registration without enumeration, on a real user service (SQLite and PostgreSQL): the
-same answer for a known and a new email, a mailed link that makes the account, and a mail
-that cannot leave storing nothing. The SMTP mailer talks to a real SMTP server (aiosmtpd)
-on 127.0.0.1."""
+same answer for a known and a new email, a mailed link that makes the account, and mail
+that leaves through the outbox: no call waits for the mail server, a server that is away
+delays the mail, one that refuses the address ends it. The SMTP mailer talks to a real
+SMTP server (aiosmtpd) on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email
 import email.policy
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
+import prometheus_client
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import text
@@ -21,7 +26,7 @@ from cinema.v1 import user_pb2, user_pb2_grpc
 from services.common.db import make_engine
 from tests.conftest import DatabaseFactory
 from tests.support.errors import call_error
-from tests.support.mail import LINK, Mailbox, register
+from tests.support.mail import LINK, Mailbox, register, wait_until_sent
 from tests.support.servers import RunningService, service_settings, start_service
 from tests.support.tokens import SigningKeys
 
@@ -121,7 +126,7 @@ def test_a_known_and_a_new_email_get_the_same_answer(registry: Registry) -> None
     assert login_code(registry.users, known, "owners-password-1") == "OK"
 
     # What tells the two apart is in the mailbox, which only the address's owner reads.
-    notice = registry.mailbox.latest(known)
+    notice = registry.mailbox.latest(known, 2)  # after the link of its own registration
     assert notice["Subject"] == "Someone tried to register with your Cinema address"
     assert not LINK.search(notice.get_content()), "a notice makes nothing"
     link = registry.mailbox.latest(new)
@@ -146,7 +151,7 @@ def test_the_link_makes_the_account_once(registry: Registry) -> None:
     assert rows(registry.url, "SELECT count(*) FROM users WHERE email = :e", e=address) == [(1,)]
     # The address now has an account: registering it again sends a notice, not a link.
     create(registry.users, address, "another-password-2")
-    assert not LINK.search(registry.mailbox.latest(address).get_content())
+    assert not LINK.search(registry.mailbox.latest(address, 2).get_content())
     assert login_code(registry.users, address, "another-password-2").startswith("UNAUTHENTICATED")
 
 
@@ -182,7 +187,7 @@ def test_only_a_live_link_of_a_free_address_makes_an_account(registry: Registry)
     twice = fresh_email()
     create(registry.users, twice)
     create(registry.users, twice)
-    first, second = (LINK.search(m.get_content()) for m in registry.mailbox.messages(twice))
+    first, second = (LINK.search(m.get_content()) for m in registry.mailbox.wait(twice, 2))
     assert first and second
     verify(registry.users, second.group(2))
     # An account followed by a delete: its link does not bring it back.
@@ -232,35 +237,33 @@ def test_a_repeated_create_answers_alike_and_mails_once(registry: Registry) -> N
     first, _ = create(registry.users, address, request_id=key)
     again, _ = create(registry.users, address, request_id=key)
     assert again == first
+    wait_until_sent(registry.url)
     assert len(registry.mailbox.messages(address)) == 1
 
 
-def test_a_mail_that_cannot_leave_stores_nothing(
-    keys: SigningKeys, databases: DatabaseFactory, unused_tcp_port: int
-) -> None:
-    url = databases("user_registration_no_mail")
-    env = keys.env() | {"CINEMA_MAIL_URL": f"smtp://127.0.0.1:{unused_tcp_port}"}
-    service = start_service("user", service_settings("user", url, env))
-    try:
-        users = user_pb2_grpc.UserServiceStub(service.channel())
-        with pytest.raises(grpc.RpcError) as caught:
-            create(users, fresh_email())
-        failure = call_error(caught.value)
-        assert failure.code == grpc.StatusCode.UNAVAILABLE, failure
-        assert "mail" in failure.message and str(unused_tcp_port) not in failure.message
-    finally:
-        service.stop()
-    assert rows(url, "SELECT count(*) FROM registrations") == [(0,)]
-
-
 class _Inbox:
-    """aiosmtpd's handler: keeps each message it is given."""
+    """aiosmtpd's handler: keeps each message it is given. ``refuse`` answers every
+    recipient with that reply instead; with ``hold``, a message is taken only once it is
+    set (``holding`` is set while one waits)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: str = "", hold: threading.Event | None = None) -> None:
         self.messages: list[email.message.EmailMessage] = []
         self.arrived = threading.Event()
+        self.refuse = refuse
+        self.hold = hold
+        self.holding = threading.Event()
+
+    async def handle_RCPT(self, server: object, session: object, envelope: object,
+                          address: str, rcpt_options: list[str]) -> str:  # fmt: skip
+        if self.refuse:
+            return self.refuse
+        envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
+        return "250 OK"
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if self.hold is not None:
+            self.holding.set()
+            await asyncio.to_thread(self.hold.wait)  # the server's loop goes on meanwhile
         content = envelope.content  # type: ignore[attr-defined]
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, email.message.EmailMessage)
@@ -295,4 +298,108 @@ def test_the_smtp_mailer_delivers_the_link(
         assert made.email == address
     finally:
         service.stop()
+        smtp.stop()
+
+
+def deliveries(outcome: str) -> float:
+    """The mail relay's count of ``outcome`` in this process (the services run in it)."""
+    value = prometheus_client.REGISTRY.get_sample_value(
+        "cinema_mail_deliveries_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+@contextlib.contextmanager
+def smtp_user_service(
+    keys: SigningKeys, url: str, port: int
+) -> Iterator[user_pb2_grpc.UserServiceStub]:
+    env = keys.env() | {"CINEMA_MAIL_URL": f"smtp://127.0.0.1:{port}"}
+    service = start_service("user", service_settings("user", url, env))
+    try:
+        yield user_pb2_grpc.UserServiceStub(service.channel())
+    finally:
+        service.stop()
+
+
+def test_no_call_waits_for_the_mail_server(
+    keys: SigningKeys, databases: DatabaseFactory, unused_tcp_port: int
+) -> None:
+    release = threading.Event()
+    inbox = _Inbox(hold=release)
+    smtp = Controller(inbox, hostname="127.0.0.1", port=unused_tcp_port)
+    smtp.start()
+    url = databases("user_registration_slow_mail")
+    try:
+        with smtp_user_service(keys, url, unused_tcp_port) as users:
+            first, second = fresh_email(), fresh_email()
+            create(users, first)
+            assert inbox.holding.wait(5), "the relay hands the mail over"
+            # The mail server holds the first mail and answers nothing: registrations go
+            # on (a send inside the call held it, and SQLite's write lock, until then).
+            reply = users.CreateUser(
+                user_pb2.CreateUserRequest(
+                    user=user_pb2.User(email=second, display_name="N", password=PASSWORD)
+                ),
+                timeout=5,
+            )
+            assert reply.email == second and not inbox.messages
+            release.set()
+            assert inbox.arrived.wait(5)
+            wait_until_sent(url)
+            assert sorted(str(m["To"]) for m in inbox.messages) == sorted([first, second])
+    finally:
+        release.set()
+        smtp.stop()
+
+
+def test_a_mail_server_that_is_away_delays_the_mail_and_fails_no_call(
+    keys: SigningKeys,
+    databases: DatabaseFactory,
+    unused_tcp_port: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = databases("user_registration_mail_away")
+    deferred = deliveries("deferred")
+    with smtp_user_service(keys, url, unused_tcp_port) as users:
+        address = fresh_email()
+        reply, _ = create(users, address)  # nothing listens on the port yet
+        assert reply.email == address
+        deadline = time.monotonic() + 5
+        while deliveries("deferred") == deferred:
+            assert time.monotonic() < deadline, "the relay tries, and fails"
+            time.sleep(0.02)
+        assert rows(url, "SELECT count(*) FROM registrations WHERE email = :e", e=address) == [(1,)]
+        assert rows(url, "SELECT count(*) FROM mail_outbox") == [(1,)], "the mail waits"
+
+        # The server comes back: the next attempt (after 1 s, then 2 s...) delivers it.
+        inbox = _Inbox()
+        smtp = Controller(inbox, hostname="127.0.0.1", port=unused_tcp_port)
+        smtp.start()
+        try:
+            assert inbox.arrived.wait(10), "the mail leaves once the server is back"
+            (message,) = inbox.messages
+            match = LINK.search(message.get_content())
+            assert message["To"] == address and match
+            assert verify(users, match.group(2)).email == address
+        finally:
+            smtp.stop()
+        wait_until_sent(url)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "not sent" in logged and address not in logged, "a mail is logged by its id only"
+
+
+def test_a_refused_address_ends_its_mail(
+    keys: SigningKeys, databases: DatabaseFactory, unused_tcp_port: int
+) -> None:
+    inbox = _Inbox(refuse="550 5.1.1 no such mailbox")
+    smtp = Controller(inbox, hostname="127.0.0.1", port=unused_tcp_port)
+    smtp.start()
+    url = databases("user_registration_mail_refused")
+    refused = deliveries("refused")
+    try:
+        with smtp_user_service(keys, url, unused_tcp_port) as users:
+            create(users, fresh_email())
+            wait_until_sent(url)  # dropped, not retried: a 5xx for the address is final
+            assert deliveries("refused") == refused + 1 and not inbox.messages
+    finally:
         smtp.stop()

@@ -28,7 +28,7 @@ from services.common.settings import SettingsError
 from services.user.__main__ import build
 from tests.conftest import DatabaseFactory
 from tests.support.errors import CallError, call_error
-from tests.support.mail import LINK, Mailbox, register
+from tests.support.mail import LINK, Mailbox, register, wait_until_sent
 from tests.support.servers import RunningService, service_settings, start_service
 from tests.support.tokens import SigningKeys
 
@@ -55,6 +55,8 @@ class Accounts:
     admin: Metadata
     admin_id: str
     mailbox: Mailbox
+    #: The user service's database (what :func:`wait_until_sent` looks at).
+    url: str
 
     def register(
         self, password: str = PASSWORD, email: str | None = None, display_name: str = "Film Fan"
@@ -83,7 +85,8 @@ def start_user_service(
 
 @pytest.fixture(scope="module")
 def accounts(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Accounts]:
-    user = start_user_service(keys, databases("user"))
+    url = databases("user")
+    user = start_user_service(keys, url)
     cast = start_service("cast", service_settings("cast", databases("cast"), keys.env()))
     try:
         users = user_pb2_grpc.UserServiceStub(user.channel())
@@ -98,6 +101,7 @@ def accounts(keys: SigningKeys, databases: DatabaseFactory) -> Iterator[Accounts
             admin=admin,
             admin_id=verifier.verify(login.access_token).subject,
             mailbox=Mailbox(keys.mail_dir),
+            url=url,
         )
     finally:
         cast.stop()
@@ -195,6 +199,7 @@ def test_an_admin_makes_an_account_at_once_and_a_taken_email_is_already_exists(
         metadata=accounts.admin,
     )
     assert first.id and first.create_time.seconds > 0
+    wait_until_sent(accounts.url)
     assert accounts.mailbox.messages(first.email) == [], "an admin's account needs no link"
     for variant in (
         f"{local}@Example.test",
@@ -238,7 +243,8 @@ def test_concurrent_links_of_one_email_give_one_account(accounts: Accounts) -> N
 
     with concurrent.futures.ThreadPoolExecutor(len(variants)) as pool:
         assert set(pool.map(create, variants)) == {grpc.StatusCode.OK}
-    tokens = [LINK.search(m.get_content()) for m in accounts.mailbox.messages(variants[0])]
+    mails = accounts.mailbox.wait(variants[0], len(variants))
+    tokens = [LINK.search(m.get_content()) for m in mails]
     assert len(tokens) == len(variants) and all(tokens), "one link each: none had an account"
 
     def follow(token: str) -> grpc.StatusCode:
@@ -442,6 +448,7 @@ def test_no_password_or_hash_in_any_response_error_or_log(
             user_pb2.DeleteUserRequest(id=created.id), metadata=mine
         ),
     )
+    wait_until_sent(accounts.url)
     for mail in accounts.mailbox.messages(email):
         seen.append((f"mail {mail['Subject']}", mail.as_bytes()))
     assert {name for name, _ in seen} >= {

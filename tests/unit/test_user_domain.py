@@ -37,7 +37,7 @@ from services.user.domain import (
     parse_role,
 )
 from services.user.passwords import PasswordHasher
-from services.user.repository import RegistrationRepository
+from services.user.repository import MailQueue, RegistrationRepository
 from services.user.service import UserService
 from tests.support.tokens import SigningKeys
 from tests.unit.fake_events import MemoryInbox, RecordingOutbox
@@ -288,6 +288,7 @@ class MemoryUnitOfWork:
     #: Never set: these tests make accounts outside a call, at once; a registration and its
     #: mailed link are tested on real databases (tests/integration/test_registration.py).
     registrations: RegistrationRepository
+    mail: MailQueue
 
     def __init__(self, store: dict[str, User], read_only: bool = False) -> None:
         self._store = store
